@@ -1,0 +1,38 @@
+"""msgcore: declare FastStream subscribers once, run them on SQLite, Redis or RabbitMQ."""
+
+from msgcore.exceptions import (
+    ConfigurationError,
+    DatabaseLockedError,
+    DatabaseOpenError,
+    DeliveryError,
+    InvalidURLError,
+    LeaseLostError,
+    MsgcoreError,
+    PublishOutcomeUnknownError,
+    RequestTimeoutError,
+    SchemaVersionError,
+    StorageError,
+    StorageFullError,
+)
+from msgcore.retry import RetryPolicy
+from msgcore.urls import redact_url
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigurationError",
+    "DatabaseLockedError",
+    "DatabaseOpenError",
+    "DeliveryError",
+    "InvalidURLError",
+    "LeaseLostError",
+    "MsgcoreError",
+    "PublishOutcomeUnknownError",
+    "RequestTimeoutError",
+    "RetryPolicy",
+    "SchemaVersionError",
+    "StorageError",
+    "StorageFullError",
+    "__version__",
+    "redact_url",
+]

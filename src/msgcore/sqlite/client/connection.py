@@ -1,0 +1,399 @@
+"""``SqliteClient``: the leased-queue transport on one aiosqlite connection.
+
+Each public call crosses to aiosqlite's worker thread once and runs a whole
+transaction there. Writes from many coroutines (publishes, acks, nacks) are grouped
+into one ``BEGIN IMMEDIATE`` transaction while a previous group is committing, so
+the write lock is taken once per group instead of once per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from msgcore.constants import DEFAULT_GROUP, SCHEMA_VERSION
+from msgcore.exceptions import DatabaseOpenError, SchemaVersionError, StorageError
+
+from . import queries as q
+from .base import Claim, DeadLetter, OutgoingMessage, QueueTransport, StoredMessage
+from .errors import storage_error
+
+T = TypeVar("T")
+_WriteOp = Callable[[sqlite3.Connection], Any]
+
+
+def new_lease_token() -> str:
+    return secrets.token_hex(8)
+
+
+def _headers_json(headers: dict[str, Any] | None) -> str | None:
+    return json.dumps(headers, separators=(",", ":"), default=str) if headers else None
+
+
+def _row_to_message(row: tuple[Any, ...], queue: str, group: str, token: str | None) -> StoredMessage:
+    (rid, body, headers, ctype, corr, mid, reply_to, prio, attempts, created) = row
+    return StoredMessage(
+        id=rid,
+        queue=queue,
+        group=group,
+        body=bytes(body),
+        headers=json.loads(headers) if headers else {},
+        content_type=ctype,
+        correlation_id=corr,
+        message_id=mid,
+        reply_to=reply_to,
+        priority=prio,
+        attempts=attempts,
+        created_at=created,
+        lease_token=token,
+    )
+
+
+class SqliteClient(QueueTransport):
+    """The SQLite implementation of :class:`QueueTransport`."""
+
+    def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self._conn: aiosqlite.Connection | None = None
+        self._pending: list[tuple[_WriteOp, asyncio.Future[Any]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self.on_commit: Callable[[set[str]], None] | None = None
+        """Called with the queues that received rows, after each commit that stored some."""
+        self._touched: set[str] = set()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def connect(self) -> None:
+        directory = Path(self.path).resolve().parent
+        if not directory.is_dir():
+            raise DatabaseOpenError(
+                f"Cannot open the SQLite database {self.path}: its directory {directory} "
+                "does not exist. Create it, or fix the path in the URL."
+            )
+        try:
+            self._conn = await aiosqlite.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None
+            )
+            await self._conn._execute(self._init_schema, self._conn._conn)
+        except sqlite3.Error as exc:
+            await self._close_quietly()
+            raise storage_error(exc, path=self.path, busy_timeout=self.busy_timeout) from exc
+        except BaseException:
+            await self._close_quietly()
+            raise
+
+    @staticmethod
+    def _init_schema(conn: sqlite3.Connection) -> None:
+        for pragma in q.PRAGMAS:
+            conn.execute(pragma)
+        # Probe the file before writing: a non-database file fails here with NOTADB.
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in q.SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(q.SET_SCHEMA_VERSION, (str(SCHEMA_VERSION),))
+            found = int(conn.execute(q.GET_SCHEMA_VERSION).fetchone()[0])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if found > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"The database was created by a newer msgcore (schema {found}, this version "
+                f"reads {SCHEMA_VERSION}). Upgrade msgcore on this host."
+            )
+
+    async def _close_quietly(self) -> None:
+        if self._conn is not None:
+            try:
+                await self._conn.close()
+            except Exception:  # noqa: S110 - closing after a failed open; the open error wins
+                pass
+            self._conn = None
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            # Let queued settlements commit: dropping an ack here would redeliver.
+            await asyncio.gather(self._writer, return_exceptions=True)
+        await self._close_quietly()
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    async def ping(self) -> bool:
+        if self._conn is None:
+            return False
+        try:
+            await self._run(lambda c: c.execute("SELECT 1").fetchone())
+        except Exception:
+            return False
+        return True
+
+    # -- thread crossing -----------------------------------------------------------
+
+    def _connection(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise StorageError(
+                f"The SQLite transport for {self.path} is not connected: call "
+                "`await broker.connect()` (or start the broker) first."
+            )
+        return self._conn
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._connection()
+        try:
+            result: T = await conn._execute(fn, conn._conn)
+        except sqlite3.Error as exc:
+            raise storage_error(exc, path=self.path, busy_timeout=self.busy_timeout) from exc
+        return result
+
+    def _write(self, op: _WriteOp) -> asyncio.Future[Any]:
+        """Queue a write for the next group commit."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((op, fut))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._drain())
+        return fut
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            ops = [op for op, _ in batch]
+            try:
+                results = await self._run(lambda c: _transaction(c, ops))
+            except BaseException as exc:
+                self._touched.clear()
+                for _, fut in batch:
+                    if fut.done():
+                        continue
+                    if isinstance(exc, Exception):
+                        fut.set_exception(exc)
+                    else:
+                        fut.cancel()
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            touched, self._touched = self._touched, set()
+            if touched and self.on_commit is not None:
+                self.on_commit(touched)
+            for (_, fut), res in zip(batch, results, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(res, BaseException):
+                    fut.set_exception(res)
+                else:
+                    fut.set_result(res)
+
+    # -- publishing ----------------------------------------------------------------
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        if messages:
+            await self._write(lambda c: _insert_messages(c, messages, self._touched))
+
+    async def register_group(self, queue: str, group: str) -> None:
+        await self._write(lambda c: c.execute(q.REGISTER_GROUP, (queue, group, time.time())))
+
+    # -- consuming -----------------------------------------------------------------
+
+    async def claim(
+        self,
+        queue: str,
+        group: str,
+        *,
+        limit: int,
+        lease_seconds: float,
+        worker_id: str,
+    ) -> Claim:
+        token = new_lease_token()
+
+        def op(c: sqlite3.Connection) -> Claim:
+            now = time.time()
+            if c.execute(q.HAS_CLAIMABLE, (queue, group, now)).fetchone() is None:
+                due = c.execute(q.NEXT_DUE, (queue, group)).fetchone()[0]
+                return Claim([], due)
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                rows = c.execute(
+                    q.CLAIM, (token, now + lease_seconds, worker_id, queue, group, now, limit)
+                ).fetchall()
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            rows.sort(key=lambda r: (-r[7], r[0]))
+            return Claim([_row_to_message(r, queue, group, token) for r in rows], None)
+
+        return await self._run(op)
+
+    async def ack(
+        self, row_id: int, token: str, outbox: Sequence[OutgoingMessage] = ()
+    ) -> bool:
+        def op(c: sqlite3.Connection) -> bool:
+            if c.execute(q.ACK, (row_id, token)).rowcount == 0:
+                return False
+            if outbox:
+                _insert_messages(c, outbox, self._touched)
+            return True
+
+        return bool(await self._write(op))
+
+    async def nack(self, row_id: int, token: str, *, retry_at: float, error: str | None) -> bool:
+        return bool(
+            await self._write(
+                lambda c: c.execute(q.NACK, (retry_at, error, row_id, token)).rowcount > 0
+            )
+        )
+
+    async def dead_letter(
+        self, row_id: int, token: str, *, reason: str, error: str | None
+    ) -> bool:
+        def op(c: sqlite3.Connection) -> bool:
+            moved = c.execute(q.DEAD_LETTER, (time.time(), reason, error, row_id, token)).rowcount
+            if moved:
+                c.execute(q.DELETE_MESSAGE, (row_id,))
+            return moved > 0
+
+        return bool(await self._write(op))
+
+    async def release(self, rows: Sequence[tuple[int, str]], *, uncount: bool) -> int:
+        if not rows:
+            return 0
+        now = time.time()
+        params = [(now, 1 if uncount else 0, rid, tok) for rid, tok in rows]
+        return int(await self._write(lambda c: c.executemany(q.RELEASE, params).rowcount))
+
+    async def extend_leases(self, tokens: Sequence[str], lease_seconds: float) -> None:
+        if tokens:
+            until = time.time() + lease_seconds
+            params = [(until, t) for t in tokens]
+            await self._write(lambda c: c.executemany(q.EXTEND_LEASE, params))
+
+    async def take_replies(self, queue: str) -> list[StoredMessage]:
+        def op(c: sqlite3.Connection) -> list[StoredMessage]:
+            if c.execute(q.HAS_CLAIMABLE, (queue, DEFAULT_GROUP, float("inf"))).fetchone() is None:
+                return []
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                rows = c.execute(q.TAKE_REPLIES, (queue,)).fetchall()
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            return [_row_to_message(r, queue, DEFAULT_GROUP, None) for r in rows]
+
+        return await self._run(op)
+
+    async def delete_queue(self, queue: str) -> None:
+        await self._write(lambda c: c.execute(q.DELETE_QUEUE, (queue,)))
+
+    async def delete_expired(self) -> int:
+        now = time.time()
+        return int(await self._write(lambda c: c.execute(q.DELETE_EXPIRED, (now,)).rowcount))
+
+    async def data_version(self) -> int:
+        return int(await self._run(lambda c: c.execute(q.DATA_VERSION).fetchone()[0]))
+
+    # -- inspection ----------------------------------------------------------------
+
+    async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        rows = await self._run(
+            lambda c: c.execute(q.LIST_DEAD_LETTERS, (queue, queue, limit)).fetchall()
+        )
+        return [
+            DeadLetter(
+                id=r[0],
+                queue=r[1],
+                group=r[2],
+                body=bytes(r[3]),
+                headers=json.loads(r[4]) if r[4] else {},
+                content_type=r[5],
+                correlation_id=r[6],
+                message_id=r[7],
+                reply_to=r[8],
+                priority=r[9],
+                attempts=r[10],
+                created_at=r[11],
+                failed_at=r[12],
+                reason=r[13],
+                error=r[14],
+            )
+            for r in rows
+        ]
+
+    async def replay_dead_letter(self, dead_letter_id: int) -> bool:
+        def op(c: sqlite3.Connection) -> bool:
+            if c.execute(q.REPLAY_DEAD_LETTER, (time.time(), dead_letter_id)).rowcount == 0:
+                return False
+            c.execute(q.DELETE_DEAD_LETTER, (dead_letter_id,))
+            return True
+
+        return bool(await self._write(op))
+
+    async def depth(self, queue: str, group: str | None = None) -> int:
+        return int(
+            await self._run(lambda c: c.execute(q.QUEUE_DEPTH, (queue, group, group)).fetchone()[0])
+        )
+
+
+def _transaction(c: sqlite3.Connection, ops: Sequence[_WriteOp]) -> list[Any]:
+    """Run ``ops`` in one write transaction; all commit or none do."""
+    c.execute("BEGIN IMMEDIATE")
+    try:
+        results = [op(c) for op in ops]
+        c.execute("COMMIT")
+    except BaseException:
+        if c.in_transaction:
+            c.execute("ROLLBACK")
+        raise
+    return results
+
+
+def _insert_messages(
+    c: sqlite3.Connection, messages: Sequence[OutgoingMessage], touched: set[str]
+) -> None:
+    # Groups are read inside the write transaction, so a group registered by another
+    # process is never missed by a publish that commits after it.
+    groups: dict[str, list[str]] = {}
+    params = []
+    for m in messages:
+        targets = groups.get(m.queue)
+        if targets is None:
+            targets = [r[0] for r in c.execute(q.GROUPS_OF_QUEUE, (m.queue,))] or [DEFAULT_GROUP]
+            groups[m.queue] = targets
+            touched.add(m.queue)
+        headers = _headers_json(m.headers)
+        for grp in targets:
+            params.append(
+                (
+                    m.queue,
+                    grp,
+                    m.body,
+                    headers,
+                    m.content_type,
+                    m.correlation_id,
+                    m.message_id,
+                    m.reply_to,
+                    m.priority,
+                    m.visible_at,
+                    m.created_at,
+                    m.expires_at,
+                )
+            )
+    c.executemany(q.INSERT_MESSAGE, params)
+
+
+def pid_worker_id() -> str:
+    return f"{os.uname().nodename if hasattr(os, 'uname') else 'host'}:{os.getpid()}"

@@ -1,0 +1,176 @@
+"""How a consumed row is settled: ack, retry with backoff, or dead-letter.
+
+Every settlement is fenced by the row's lease token (see ``client/queries.py``): a
+worker that lost its lease cannot overwrite the attempt that replaced it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from contextvars import ContextVar
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from msgcore.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from msgcore.sqlite.client.base import QueueTransport, StoredMessage
+
+# The row whose handler is running in this task: publishes made by the handler join
+# its ack transaction (see ``publisher/producer.py``).
+CURRENT_DELIVERY: ContextVar[StoredMessage | None] = ContextVar(
+    "msgcore_sqlite_delivery", default=None
+)
+
+_INVALID_PAYLOAD = (ValidationError, json.JSONDecodeError, UnicodeDecodeError)
+
+logger = logging.getLogger("msgcore.sqlite")
+
+
+def describe_error(exc: BaseException | None) -> str | None:
+    if exc is None:
+        return None
+    return f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
+
+
+class Settlement:
+    """Settles rows of one subscriber and tracks its leases for the heartbeat."""
+
+    def __init__(
+        self,
+        transport: QueueTransport,
+        *,
+        retry: RetryPolicy,
+        lease_seconds: float,
+    ) -> None:
+        self.transport = transport
+        self.retry = retry
+        self.lease_seconds = lease_seconds
+        self._held: Counter[str] = Counter()
+        """Unsettled rows per lease token: what the heartbeat keeps alive."""
+        self._inflight: set[asyncio.Future[bool]] = set()
+
+    # -- lease bookkeeping --------------------------------------------------------
+
+    def hold(self, messages: list[StoredMessage]) -> None:
+        for m in messages:
+            if m.lease_token is not None:
+                self._held[m.lease_token] += 1
+
+    def _drop(self, msg: StoredMessage) -> None:
+        msg.settled = True
+        token = msg.lease_token
+        if token is not None and token in self._held:
+            self._held[token] -= 1
+            if self._held[token] <= 0:
+                del self._held[token]
+
+    @property
+    def held_tokens(self) -> list[str]:
+        return list(self._held)
+
+    async def renew(self) -> None:
+        await self.transport.extend_leases(self.held_tokens, self.lease_seconds)
+
+    # -- settlements --------------------------------------------------------------
+
+    async def ack(self, msg: StoredMessage) -> None:
+        if msg.settled or msg.lease_token is None:
+            return
+        outbox, msg.outbox = msg.outbox or [], None
+        self._drop(msg)
+        # Not awaited: the consumer moves on while the ack joins the next group commit.
+        # The lease stays valid until then, and close() waits for the commit.
+        fut = asyncio.ensure_future(self.transport.ack(msg.id, msg.lease_token, outbox))
+        self._track(fut, msg, "ack")
+
+    async def nack(self, msg: StoredMessage, *, delay: float | None = None) -> None:
+        if msg.settled or msg.lease_token is None:
+            return
+        msg.outbox = None
+        error = msg.error
+        if isinstance(error, _INVALID_PAYLOAD):
+            await self.dead_letter(msg, reason="invalid payload: it cannot be decoded or validated")
+            return
+        if self.retry.exhausted(msg.attempts):
+            await self.dead_letter(msg, reason=f"failed {msg.attempts} of {self.retry.max_attempts} attempts")
+            return
+        wait = self.retry.delay(msg.attempts) if delay is None else max(delay, 0.0)
+        self._drop(msg)
+        ok = await self.transport.nack(
+            msg.id, msg.lease_token, retry_at=time.time() + wait, error=describe_error(error)
+        )
+        if not ok:
+            self._lease_lost(msg, "nack")
+        else:
+            logger.info(
+                "retrying message %s (queue %s, group %s) in %.2fs after attempt %d: %s",
+                msg.message_id, msg.queue, msg.group, wait, msg.attempts, describe_error(error),
+                extra={"correlation_id": msg.correlation_id, "message_id": msg.message_id},
+            )
+
+    async def reject(self, msg: StoredMessage) -> None:
+        await self.dead_letter(msg, reason="rejected by the handler")
+
+    async def dead_letter(self, msg: StoredMessage, *, reason: str) -> None:
+        if msg.settled or msg.lease_token is None:
+            return
+        msg.outbox = None
+        self._drop(msg)
+        error = describe_error(msg.error)
+        ok = await self.transport.dead_letter(msg.id, msg.lease_token, reason=reason, error=error)
+        if not ok:
+            self._lease_lost(msg, "dead-letter")
+            return
+        logger.warning(
+            "message %s (queue %s, group %s) moved to the dead-letter table: %s%s",
+            msg.message_id, msg.queue, msg.group, reason, f" ({error})" if error else "",
+            extra={"correlation_id": msg.correlation_id, "message_id": msg.message_id},
+        )
+
+    async def release(self, messages: list[StoredMessage], *, started: bool) -> None:
+        """Hand rows back for another worker now (shutdown); unstarted ones keep their count."""
+        rows = []
+        for m in messages:
+            if not m.settled and m.lease_token is not None:
+                rows.append((m.id, m.lease_token))
+                self._drop(m)
+        if rows:
+            await self.transport.release(rows, uncount=not started)
+
+    async def wait_settled(self) -> None:
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    def _track(self, fut: asyncio.Future[bool], msg: StoredMessage, what: str) -> None:
+        self._inflight.add(fut)
+
+        def done(f: asyncio.Future[bool]) -> None:
+            self._inflight.discard(f)
+            if f.cancelled():
+                return
+            if (exc := f.exception()) is not None:
+                logger.error(
+                    "%s of message %s (queue %s) failed, it will be redelivered after its "
+                    "lease expires: %s", what, msg.message_id, msg.queue, exc,
+                    extra={"correlation_id": msg.correlation_id, "message_id": msg.message_id},
+                )
+            elif not f.result():
+                self._lease_lost(msg, what)
+
+        fut.add_done_callback(done)
+
+    @staticmethod
+    def _lease_lost(msg: StoredMessage, what: str) -> None:
+        logger.warning(
+            "%s of message %s (queue %s, attempt %d) refused: this worker's lease expired "
+            "and a newer attempt owns the message. Raise lease_seconds if handlers "
+            "legitimately block the event loop this long.",
+            what, msg.message_id, msg.queue, msg.attempts,
+            extra={"correlation_id": msg.correlation_id, "message_id": msg.message_id},
+        )

@@ -1,0 +1,70 @@
+"""Parsing and redacting transport URLs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+from msgcore.exceptions import InvalidURLError
+
+_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*:)[^@/\s]*(?=@)")
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``.
+
+    Works on text that merely contains URLs too (log lines, error messages).
+    """
+    return _PASSWORD_IN_URL.sub(r"\g<head>***", url)
+
+
+@dataclass(frozen=True, slots=True)
+class SqliteURL:
+    """A parsed ``sqlite://`` URL."""
+
+    path: str
+    """Filesystem path, or ``:memory:``."""
+    options: dict[str, str]
+
+    @property
+    def is_memory(self) -> bool:
+        return self.path == ":memory:"
+
+
+def parse_sqlite_url(url: str) -> SqliteURL:
+    """Parse ``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``sqlite://:memory:``.
+
+    Following SQLAlchemy's convention, three slashes start a relative path and four an
+    absolute one. Query parameters are returned as options.
+    """
+    if not isinstance(url, str) or not url:
+        raise InvalidURLError("The SQLite URL is empty: use sqlite:///path/to/file.db")
+    parts = urlsplit(url)
+    if parts.scheme not in {"sqlite", "sqlite3"}:
+        raise InvalidURLError(
+            f"{redact_url(url)!r} is not a SQLite URL: it must start with 'sqlite:///' "
+            "(for example sqlite:///./msgcore.db or sqlite:////var/lib/app/msgcore.db)."
+        )
+    if parts.netloc == ":memory:" or parts.path in {":memory:", "/:memory:"}:
+        raise InvalidURLError(
+            "An in-memory SQLite database cannot be shared between connections or "
+            "processes, so no worker could see the messages. Use a file, e.g. "
+            "sqlite:////tmp/msgcore.db, or TestSqliteBroker for in-memory tests."
+        )
+    if parts.netloc:
+        raise InvalidURLError(
+            f"{redact_url(url)!r} has a host part ({parts.netloc!r}); SQLite URLs have none. "
+            "Use three slashes for a relative path (sqlite:///data/msgcore.db) or four for "
+            "an absolute one (sqlite:////var/lib/msgcore.db)."
+        )
+    raw_path = parts.path
+    if not raw_path or raw_path == "/":
+        raise InvalidURLError(
+            f"{redact_url(url)!r} names no database file: use sqlite:///path/to/file.db"
+        )
+    # sqlite:///x.db -> path "/x.db" -> relative "x.db"; sqlite:////abs -> "//abs" -> "/abs"
+    path = raw_path[1:]
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    return SqliteURL(path=str(Path(path)), options=options)
