@@ -33,7 +33,7 @@ class RetryPolicy:
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
         base = min(self.backoff * self.backoff_factor ** max(attempt - 1, 0), self.backoff_max)
-        return base + base * self.jitter * random.random()  # noqa: S311 - spread, not secrecy
+        return base + base * self.jitter * random.random()
 
     def exhausted(self, attempt: int) -> bool:
         return attempt >= self.max_attempts

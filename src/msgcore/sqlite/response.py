@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
-
-from typing_extensions import Self, override
+from typing import TYPE_CHECKING, Any, Self
 
 from faststream.response.publish_type import PublishType
 from faststream.response.response import BatchPublishCommand, PublishCommand, Response
+from typing_extensions import override
 
 if TYPE_CHECKING:
     from faststream._internal.basic_types import SendableMessage

@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING, Any, cast, overload
 from unittest.mock import MagicMock
 
 import anyio
-from typing_extensions import override
-
 from faststream._internal.testing.broker import EnterType, TestBroker, change_producer
 from faststream.exceptions import SubscriberNotFound
+from typing_extensions import override
 
 from msgcore.sqlite.broker.broker import SqliteBroker
 from msgcore.sqlite.client.base import StoredMessage

@@ -8,8 +8,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from fast_depends import Provider, dependency_provider
-from typing_extensions import override
-
 from faststream._internal.broker import BrokerUsecase
 from faststream._internal.constants import EMPTY
 from faststream._internal.context.repository import ContextRepo
@@ -18,6 +16,7 @@ from faststream.message import gen_cor_id
 from faststream.middlewares import AckPolicy
 from faststream.response.publish_type import PublishType
 from faststream.specification.schema import BrokerSpec
+from typing_extensions import override
 
 from msgcore.exceptions import InvalidURLError
 from msgcore.sqlite.broker.config import SqliteBrokerConfig
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
 
     from fast_depends.dependencies import Dependant
     from fast_depends.library.serializer import SerializerProto
-
     from faststream._internal.basic_types import LoggerProto, SendableMessage
     from faststream._internal.parser import CodecProto
     from faststream._internal.types import BrokerMiddleware, CustomCallable, IdGenerator
@@ -116,7 +114,9 @@ class SqliteBroker(
         """
         parsed = parse_sqlite_url(url)
         opts = parsed.options
-        busy = busy_timeout if busy_timeout is not EMPTY else _float_option(opts, "busy_timeout", 5.0)
+        busy = (
+            busy_timeout if busy_timeout is not EMPTY else _float_option(opts, "busy_timeout", 5.0)
+        )
         min_poll = (
             min_poll_interval
             if min_poll_interval is not EMPTY
@@ -219,7 +219,7 @@ class SqliteBroker(
         return await self._connection.ping()
 
     @override
-    async def publish(  # type: ignore[override]
+    async def publish(
         self,
         message: SendableMessage = None,
         queue: str = "",
@@ -255,7 +255,7 @@ class SqliteBroker(
         await self._basic_publish(cmd, producer=self.config.producer)
 
     @override
-    async def publish_batch(  # type: ignore[override]
+    async def publish_batch(
         self,
         *messages: SendableMessage,
         queue: str,
@@ -304,12 +304,12 @@ class SqliteBroker(
 
     async def dead_letters(self, queue: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
         """Messages that will not be retried, oldest first, with the reason and error."""
-        return await self.config.transport.dead_letters(queue, limit)
+        return await self.config.broker_config.transport.dead_letters(queue, limit)
 
     async def replay_dead_letter(self, dead_letter_id: int) -> bool:
         """Put a dead letter back on its queue and group with a fresh attempt count."""
-        return await self.config.transport.replay_dead_letter(dead_letter_id)
+        return await self.config.broker_config.transport.replay_dead_letter(dead_letter_id)
 
     async def queue_depth(self, queue: str, group: str | None = None) -> int:
         """Rows stored for ``queue`` (waiting, delayed or leased), for one group or all."""
-        return await self.config.transport.depth(queue, group)
+        return await self.config.broker_config.transport.depth(queue, group)

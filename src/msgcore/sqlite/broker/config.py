@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 @dataclass(kw_only=True)
 class SqliteBrokerConfig(BrokerConfig):
-    producer: SqliteProducer = field(default_factory=SqliteProducer)  # type: ignore[assignment]
+    producer: SqliteProducer = field(default_factory=SqliteProducer)
     worker_id: str = ""
     min_poll_interval: float = 0.001
     max_poll_interval: float = 0.1

@@ -3,11 +3,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from typing_extensions import override
-
 from faststream._internal.broker.registrator import Registrator
 from faststream._internal.constants import EMPTY
 from faststream.middlewares import AckPolicy
+from typing_extensions import override
 
 from msgcore.constants import DEFAULT_GROUP
 from msgcore.retry import RetryPolicy
@@ -18,7 +17,6 @@ from msgcore.sqlite.subscriber.factory import create_subscriber
 
 if TYPE_CHECKING:
     from fast_depends.dependencies import Dependant
-
     from faststream._internal.parser import CodecProto
     from faststream._internal.types import BrokerMiddleware, CustomCallable
 

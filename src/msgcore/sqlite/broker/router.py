@@ -13,7 +13,6 @@ from msgcore.sqlite.client.base import StoredMessage
 
 if TYPE_CHECKING:
     from fast_depends.dependencies import Dependant
-
     from faststream._internal.basic_types import SendableMessage
     from faststream._internal.parser import CodecProto
     from faststream._internal.types import BrokerMiddleware, CustomCallable

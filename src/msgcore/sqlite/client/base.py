@@ -8,7 +8,7 @@ tests inject faults at one place and keeps SQL out of the FastStream classes.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +66,8 @@ class StoredMessage:
     """The exception the handler raised, recorded for nack and the dead-letter table."""
     outbox: list[OutgoingMessage] | None = field(default=None, repr=False)
     """Publishes made while handling this row; committed in the ack's transaction."""
+    after_ack: list[Callable[[], None]] | None = field(default=None, repr=False)
+    """Run once the ack committed (replies handed over in memory to a local requester)."""
     started: bool = False
     settled: bool = False
 
@@ -74,7 +76,9 @@ class StoredMessage:
 class Claim:
     messages: list[StoredMessage]
     next_due: float | None
-    """When the earliest not-yet-claimable row becomes claimable, if any."""
+    """When the earliest row not claimable now becomes claimable; known when drained."""
+    drained: bool
+    """Fewer rows than asked for were claimable: the queue was empty for this group."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -121,23 +125,21 @@ class QueueTransport(ABC):
         """Lease up to ``limit`` claimable rows, oldest first within priority."""
 
     @abstractmethod
-    async def ack(
-        self, row_id: int, token: str, outbox: Sequence[OutgoingMessage] = ()
-    ) -> bool:
+    async def ack(self, row_id: int, token: str, outbox: Sequence[OutgoingMessage] = ()) -> bool:
         """Delete a row and store ``outbox`` atomically; False if the lease was lost."""
 
     @abstractmethod
-    async def nack(self, row_id: int, token: str, *, retry_at: float, error: str | None) -> bool:
+    async def nack(
+        self, row_id: int, token: str, *, queue: str, retry_at: float, error: str | None
+    ) -> bool:
         """Return a row for a later attempt; False if the lease was lost."""
 
     @abstractmethod
-    async def dead_letter(
-        self, row_id: int, token: str, *, reason: str, error: str | None
-    ) -> bool:
+    async def dead_letter(self, row_id: int, token: str, *, reason: str, error: str | None) -> bool:
         """Move a row to the dead-letter table; False if the lease was lost."""
 
     @abstractmethod
-    async def release(self, rows: Sequence[tuple[int, str]], *, uncount: bool) -> int:
+    async def release(self, rows: Sequence[tuple[int, str]], *, queue: str, uncount: bool) -> int:
         """Hand leased rows back at once; ``uncount`` undoes the claim's attempt count."""
 
     @abstractmethod
@@ -154,7 +156,9 @@ class QueueTransport(ABC):
         """A number that changes when another connection commits."""
 
     @abstractmethod
-    async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]: ...
+    async def dead_letters(
+        self, queue: str | None = None, limit: int = 100
+    ) -> list[DeadLetter]: ...
 
     @abstractmethod
     async def replay_dead_letter(self, dead_letter_id: int) -> bool: ...

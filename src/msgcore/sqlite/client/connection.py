@@ -9,12 +9,14 @@ the write lock is taken once per group instead of once per message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,7 +41,9 @@ def _headers_json(headers: dict[str, Any] | None) -> str | None:
     return json.dumps(headers, separators=(",", ":"), default=str) if headers else None
 
 
-def _row_to_message(row: tuple[Any, ...], queue: str, group: str, token: str | None) -> StoredMessage:
+def _row_to_message(
+    row: tuple[Any, ...], queue: str, group: str, token: str | None
+) -> StoredMessage:
     (rid, body, headers, ctype, corr, mid, reply_to, prio, attempts, created) = row
     return StoredMessage(
         id=rid,
@@ -74,7 +78,7 @@ class SqliteClient(QueueTransport):
     # -- lifecycle ---------------------------------------------------------------
 
     async def connect(self) -> None:
-        directory = Path(self.path).resolve().parent
+        directory = Path(self.path).resolve().parent  # noqa: ASYNC240 - one stat at startup
         if not directory.is_dir():
             raise DatabaseOpenError(
                 f"Cannot open the SQLite database {self.path}: its directory {directory} "
@@ -84,7 +88,7 @@ class SqliteClient(QueueTransport):
             self._conn = await aiosqlite.connect(
                 self.path, timeout=self.busy_timeout, isolation_level=None
             )
-            await self._conn._execute(self._init_schema, self._conn._conn)
+            await self._conn._execute(self._init_schema, self._conn._conn)  # type: ignore[no-untyped-call]
         except sqlite3.Error as exc:
             await self._close_quietly()
             raise storage_error(exc, path=self.path, busy_timeout=self.busy_timeout) from exc
@@ -117,10 +121,9 @@ class SqliteClient(QueueTransport):
 
     async def _close_quietly(self) -> None:
         if self._conn is not None:
-            try:
+            # closing after a failed open: the open error is the one to report
+            with contextlib.suppress(Exception):
                 await self._conn.close()
-            except Exception:  # noqa: S110 - closing after a failed open; the open error wins
-                pass
             self._conn = None
 
     async def close(self) -> None:
@@ -155,7 +158,7 @@ class SqliteClient(QueueTransport):
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._connection()
         try:
-            result: T = await conn._execute(fn, conn._conn)
+            result: T = await conn._execute(fn, conn._conn)  # type: ignore[no-untyped-call]
         except sqlite3.Error as exc:
             raise storage_error(exc, path=self.path, busy_timeout=self.busy_timeout) from exc
         return result
@@ -173,7 +176,7 @@ class SqliteClient(QueueTransport):
             batch, self._pending = self._pending, []
             ops = [op for op, _ in batch]
             try:
-                results = await self._run(lambda c: _transaction(c, ops))
+                results = await self._run(partial(_transaction, ops=ops))
             except BaseException as exc:
                 self._touched.clear()
                 for _, fut in batch:
@@ -223,7 +226,7 @@ class SqliteClient(QueueTransport):
             now = time.time()
             if c.execute(q.HAS_CLAIMABLE, (queue, group, now)).fetchone() is None:
                 due = c.execute(q.NEXT_DUE, (queue, group)).fetchone()[0]
-                return Claim([], due)
+                return Claim([], due, drained=True)
             c.execute("BEGIN IMMEDIATE")
             try:
                 rows = c.execute(
@@ -233,14 +236,15 @@ class SqliteClient(QueueTransport):
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
+            drained = len(rows) < limit
+            due = c.execute(q.NEXT_DUE, (queue, group)).fetchone()[0] if drained else None
             rows.sort(key=lambda r: (-r[7], r[0]))
-            return Claim([_row_to_message(r, queue, group, token) for r in rows], None)
+            messages = [_row_to_message(r, queue, group, token) for r in rows]
+            return Claim(messages, due, drained=drained)
 
         return await self._run(op)
 
-    async def ack(
-        self, row_id: int, token: str, outbox: Sequence[OutgoingMessage] = ()
-    ) -> bool:
+    async def ack(self, row_id: int, token: str, outbox: Sequence[OutgoingMessage] = ()) -> bool:
         def op(c: sqlite3.Connection) -> bool:
             if c.execute(q.ACK, (row_id, token)).rowcount == 0:
                 return False
@@ -250,16 +254,19 @@ class SqliteClient(QueueTransport):
 
         return bool(await self._write(op))
 
-    async def nack(self, row_id: int, token: str, *, retry_at: float, error: str | None) -> bool:
-        return bool(
-            await self._write(
-                lambda c: c.execute(q.NACK, (retry_at, error, row_id, token)).rowcount > 0
-            )
-        )
-
-    async def dead_letter(
-        self, row_id: int, token: str, *, reason: str, error: str | None
+    async def nack(
+        self, row_id: int, token: str, *, queue: str, retry_at: float, error: str | None
     ) -> bool:
+        def op(c: sqlite3.Connection) -> bool:
+            if c.execute(q.NACK, (retry_at, error, row_id, token)).rowcount == 0:
+                return False
+            # Its consumers may be sleeping until a later due time: wake them to re-plan.
+            self._touched.add(queue)
+            return True
+
+        return bool(await self._write(op))
+
+    async def dead_letter(self, row_id: int, token: str, *, reason: str, error: str | None) -> bool:
         def op(c: sqlite3.Connection) -> bool:
             moved = c.execute(q.DEAD_LETTER, (time.time(), reason, error, row_id, token)).rowcount
             if moved:
@@ -268,12 +275,17 @@ class SqliteClient(QueueTransport):
 
         return bool(await self._write(op))
 
-    async def release(self, rows: Sequence[tuple[int, str]], *, uncount: bool) -> int:
+    async def release(self, rows: Sequence[tuple[int, str]], *, queue: str, uncount: bool) -> int:
         if not rows:
             return 0
         now = time.time()
         params = [(now, 1 if uncount else 0, rid, tok) for rid, tok in rows]
-        return int(await self._write(lambda c: c.executemany(q.RELEASE, params).rowcount))
+
+        def op(c: sqlite3.Connection) -> int:
+            self._touched.add(queue)
+            return int(c.executemany(q.RELEASE, params).rowcount)
+
+        return int(await self._write(op))
 
     async def extend_leases(self, tokens: Sequence[str], lease_seconds: float) -> None:
         if tokens:
@@ -335,8 +347,11 @@ class SqliteClient(QueueTransport):
 
     async def replay_dead_letter(self, dead_letter_id: int) -> bool:
         def op(c: sqlite3.Connection) -> bool:
-            if c.execute(q.REPLAY_DEAD_LETTER, (time.time(), dead_letter_id)).rowcount == 0:
+            found = c.execute(q.DEAD_LETTER_QUEUE, (dead_letter_id,)).fetchone()
+            if found is None:
                 return False
+            c.execute(q.REPLAY_DEAD_LETTER, (time.time(), dead_letter_id))
+            self._touched.add(found[0])
             c.execute(q.DELETE_DEAD_LETTER, (dead_letter_id,))
             return True
 
@@ -348,7 +363,7 @@ class SqliteClient(QueueTransport):
         )
 
 
-def _transaction(c: sqlite3.Connection, ops: Sequence[_WriteOp]) -> list[Any]:
+def _transaction(c: sqlite3.Connection, *, ops: Sequence[_WriteOp]) -> list[Any]:
     """Run ``ops`` in one write transaction; all commit or none do."""
     c.execute("BEGIN IMMEDIATE")
     try:

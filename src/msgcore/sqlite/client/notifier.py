@@ -57,17 +57,19 @@ class Notifier:
             for event in self._events.get(q, ()):
                 event.set()
         # Activity here usually means answers from elsewhere soon (replies, onward
-        # messages): poll fast again.
+        # messages): poll fast again. Cut a long idle sleep short, but do not poll once
+        # per local commit: those never change this connection's data_version.
+        if self._interval > 4 * self.min_interval:
+            self._kick.set()
         self._interval = self.min_interval
-        self._kick.set()
 
     def _notify_all(self) -> None:
         for events in self._events.values():
             for event in events:
                 event.set()
 
-    async def wait(self, event: asyncio.Event, timeout: float | None) -> None:
-        """Wait until ``event`` is set or ``timeout`` passes; polls for other processes meanwhile."""
+    async def wait(self, event: asyncio.Event, seconds: float | None) -> None:
+        """Wait until ``event`` is set or ``seconds`` pass, polling for other processes."""
         if event.is_set():
             return
         self._waiters += 1
@@ -76,7 +78,7 @@ class Notifier:
             self._task = asyncio.create_task(self._poll(), name="msgcore-sqlite-notifier")
         try:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(seconds):
                     await event.wait()
         finally:
             self._waiters -= 1
@@ -87,10 +89,13 @@ class Notifier:
         last: int | None = None
         while True:
             await self._has_waiters.wait()
+            version: int | None
             try:
                 version = await self.transport.data_version()
             except StorageError as exc:
-                logger.warning("polling %s for changes failed, retrying: %s", self.transport.path, exc)
+                logger.warning(
+                    "polling %s for changes failed, retrying: %s", self.transport.path, exc
+                )
                 version = last
                 self._interval = self.max_interval
             if last is not None and version != last:

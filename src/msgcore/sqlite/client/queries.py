@@ -90,8 +90,7 @@ CREATE INDEX IF NOT EXISTS {DLQ}_queue ON {DLQ} (queue, failed_at);
 
 GET_SCHEMA_VERSION: Final = f"SELECT value FROM {META} WHERE key = 'schema_version'"
 SET_SCHEMA_VERSION: Final = (
-    f"INSERT INTO {META} (key, value) VALUES ('schema_version', ?) "
-    "ON CONFLICT (key) DO NOTHING"
+    f"INSERT INTO {META} (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING"
 )
 
 REGISTER_GROUP: Final = (
@@ -187,6 +186,7 @@ SELECT queue, grp, body, headers, content_type, correlation_id, message_id, repl
        priority, ?, created_at
 FROM {DLQ} WHERE id = ?
 """
+DEAD_LETTER_QUEUE: Final = f"SELECT queue FROM {DLQ} WHERE id = ?"
 DELETE_DEAD_LETTER: Final = f"DELETE FROM {DLQ} WHERE id = ?"
 
 QUEUE_DEPTH: Final = f"""

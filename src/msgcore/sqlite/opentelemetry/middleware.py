@@ -1,9 +1,8 @@
 from __future__ import annotations
 
+from faststream.opentelemetry.middleware import TelemetryMiddleware
 from opentelemetry.metrics import Meter, MeterProvider
 from opentelemetry.trace import TracerProvider
-
-from faststream.opentelemetry.middleware import TelemetryMiddleware
 
 from msgcore.sqlite.opentelemetry.provider import SqliteTelemetrySettingsProvider
 from msgcore.sqlite.response import SqlitePublishCommand

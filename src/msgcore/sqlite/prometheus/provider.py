@@ -2,9 +2,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from typing_extensions import override
-
 from faststream.prometheus import ConsumeAttrs, MetricsSettingsProvider
+from typing_extensions import override
 
 from msgcore.sqlite.client.base import StoredMessage
 from msgcore.sqlite.response import SqlitePublishCommand

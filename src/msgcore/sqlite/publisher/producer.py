@@ -9,12 +9,11 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from typing_extensions import override
-
 from faststream._internal.endpoint.utils import ParserComposition
 from faststream._internal.parser import DefaultCodec
 from faststream._internal.producer import ProducerProto
 from faststream.exceptions import IncorrectState
+from typing_extensions import override
 
 from msgcore.constants import REPLY_QUEUE_PREFIX, REPLY_TTL_SECONDS
 from msgcore.exceptions import RequestTimeoutError
@@ -25,7 +24,6 @@ from msgcore.sqlite.subscriber.settlement import CURRENT_DELIVERY
 
 if TYPE_CHECKING:
     from fast_depends.library.serializer import SerializerProto
-
     from faststream._internal.parser import CodecProto
     from faststream._internal.types import CustomCallable
 
@@ -54,6 +52,7 @@ class SqliteProducer(ProducerProto[SqlitePublishCommand]):
         self._reply_queue = f"{REPLY_QUEUE_PREFIX}{uuid.uuid4().hex}"
         self._waiting: dict[str, asyncio.Future[StoredMessage]] = {}
         self._listener: asyncio.Task[None] | None = None
+        self._reply_event: asyncio.Event | None = None
 
     def connect(
         self,
@@ -64,6 +63,7 @@ class SqliteProducer(ProducerProto[SqlitePublishCommand]):
     ) -> None:
         self._transport = transport
         self._notifier = notifier
+        self._reply_event = notifier.watch(self._reply_queue)
         self.serializer = serializer
         self.codec = codec or DefaultCodec()
 
@@ -79,6 +79,9 @@ class SqliteProducer(ProducerProto[SqlitePublishCommand]):
         for fut in self._waiting.values():
             fut.cancel()
         self._waiting.clear()
+        if self._notifier is not None and self._reply_event is not None:
+            self._notifier.unwatch(self._reply_queue, self._reply_event)
+        self._reply_event = None
         self._transport = None
         self._notifier = None
 
@@ -131,19 +134,54 @@ class SqliteProducer(ProducerProto[SqlitePublishCommand]):
             expires_at=time.time() + REPLY_TTL_SECONDS if is_reply else None,
         )
         delivery = CURRENT_DELIVERY.get()
-        if (
+        in_transaction = (
             self.transactional
             and delivery is not None
             and delivery.outbox is not None
             and not delivery.settled
             and delivery.settlement is not None
             and delivery.settlement.transport is transport
-        ):
+        )
+        if row.queue == self._reply_queue and row.correlation_id in self._waiting:
+            # A reply to a request made by this very producer: hand it over in memory,
+            # once the handler's ack has committed, instead of a round trip via the file.
+            if in_transaction:
+                assert delivery is not None
+                if delivery.after_ack is None:
+                    delivery.after_ack = []
+                delivery.after_ack.append(lambda: self._deliver_local(row))
+            else:
+                self._deliver_local(row)
+            return
+        if in_transaction:
+            assert delivery is not None
+            assert delivery.outbox is not None
             # Published while handling a row: commit with that row's ack, so that a
             # crash or a lost lease never leaves the onward message without the ack.
             delivery.outbox.append(row)
             return
         await transport.publish([row])
+
+    def _deliver_local(self, row: OutgoingMessage) -> None:
+        fut = self._waiting.pop(row.correlation_id or "", None)
+        if fut is None or fut.done():
+            return
+        fut.set_result(
+            StoredMessage(
+                id=0,
+                queue=row.queue,
+                group="",
+                body=row.body,
+                headers=row.headers or {},
+                content_type=row.content_type,
+                correlation_id=row.correlation_id,
+                message_id=row.message_id,
+                reply_to="",
+                priority=row.priority,
+                attempts=1,
+                created_at=row.created_at,
+            )
+        )
 
     @override
     async def publish_batch(self, cmd: SqlitePublishCommand) -> None:
@@ -189,25 +227,24 @@ class SqliteProducer(ProducerProto[SqlitePublishCommand]):
             self._waiting.pop(correlation_id, None)
 
     async def _listen_replies(self) -> None:
-        assert self._notifier is not None
         notifier = self._notifier
-        event = notifier.watch(self._reply_queue)
-        try:
-            while True:
-                event.clear()
-                try:
-                    rows = await self.transport.take_replies(self._reply_queue)
-                except Exception as exc:  # keep listening: a locked database passes
-                    logger.warning("reading replies failed, retrying: %s", exc)
-                    rows = []
-                    await asyncio.sleep(notifier.max_interval)
-                for row in rows:
-                    fut = self._waiting.get(row.correlation_id or "")
-                    if fut is not None and not fut.done():
-                        fut.set_result(row)
-                if not rows:
-                    if not self._waiting:
-                        return  # request() starts a new listener when it needs one
-                    await notifier.wait(event, None)
-        finally:
-            notifier.unwatch(self._reply_queue, event)
+        event = self._reply_event
+        assert notifier is not None
+        assert event is not None
+        while self._waiting:
+            # The event is set by the commit that stores a reply here, or by the
+            # notifier when another process commits; it outlives this task, so a reply
+            # committed between two listeners is not missed.
+            await notifier.wait(event, None)
+            event.clear()
+            try:
+                rows = await self.transport.take_replies(self._reply_queue)
+            except Exception as exc:  # keep listening: a locked database passes
+                logger.warning("reading replies failed, retrying: %s", exc)
+                event.set()
+                await asyncio.sleep(notifier.max_interval)
+                continue
+            for row in rows:
+                fut = self._waiting.pop(row.correlation_id or "", None)
+                if fut is not None and not fut.done():
+                    fut.set_result(row)

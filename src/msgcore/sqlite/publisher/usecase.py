@@ -4,10 +4,9 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from typing_extensions import override
-
 from faststream._internal.endpoint.publisher import PublisherUsecase
 from faststream.response.publish_type import PublishType
+from typing_extensions import override
 
 from msgcore.sqlite.response import SqlitePublishCommand
 
@@ -126,4 +125,6 @@ class SqlitePublisher(PublisherUsecase):
             delay=delay,
             _publish_type=PublishType.PUBLISH,
         )
-        await self._basic_publish_batch(cmd, producer=self._outer_config.producer)
+        await self._basic_publish_batch(
+            cmd, producer=self._outer_config.producer, _extra_middlewares=()
+        )

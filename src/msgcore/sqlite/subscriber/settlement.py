@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
@@ -83,11 +84,12 @@ class Settlement:
         if msg.settled or msg.lease_token is None:
             return
         outbox, msg.outbox = msg.outbox or [], None
+        after, msg.after_ack = msg.after_ack, None
         self._drop(msg)
         # Not awaited: the consumer moves on while the ack joins the next group commit.
         # The lease stays valid until then, and close() waits for the commit.
         fut = asyncio.ensure_future(self.transport.ack(msg.id, msg.lease_token, outbox))
-        self._track(fut, msg, "ack")
+        self._track(fut, msg, "ack", after)
 
     async def nack(self, msg: StoredMessage, *, delay: float | None = None) -> None:
         if msg.settled or msg.lease_token is None:
@@ -98,19 +100,30 @@ class Settlement:
             await self.dead_letter(msg, reason="invalid payload: it cannot be decoded or validated")
             return
         if self.retry.exhausted(msg.attempts):
-            await self.dead_letter(msg, reason=f"failed {msg.attempts} of {self.retry.max_attempts} attempts")
+            await self.dead_letter(
+                msg, reason=f"failed {msg.attempts} of {self.retry.max_attempts} attempts"
+            )
             return
         wait = self.retry.delay(msg.attempts) if delay is None else max(delay, 0.0)
         self._drop(msg)
         ok = await self.transport.nack(
-            msg.id, msg.lease_token, retry_at=time.time() + wait, error=describe_error(error)
+            msg.id,
+            msg.lease_token,
+            queue=msg.queue,
+            retry_at=time.time() + wait,
+            error=describe_error(error),
         )
         if not ok:
             self._lease_lost(msg, "nack")
         else:
             logger.info(
                 "retrying message %s (queue %s, group %s) in %.2fs after attempt %d: %s",
-                msg.message_id, msg.queue, msg.group, wait, msg.attempts, describe_error(error),
+                msg.message_id,
+                msg.queue,
+                msg.group,
+                wait,
+                msg.attempts,
+                describe_error(error),
                 extra={"correlation_id": msg.correlation_id, "message_id": msg.message_id},
             )
 
@@ -129,25 +142,35 @@ class Settlement:
             return
         logger.warning(
             "message %s (queue %s, group %s) moved to the dead-letter table: %s%s",
-            msg.message_id, msg.queue, msg.group, reason, f" ({error})" if error else "",
+            msg.message_id,
+            msg.queue,
+            msg.group,
+            reason,
+            f" ({error})" if error else "",
             extra={"correlation_id": msg.correlation_id, "message_id": msg.message_id},
         )
 
     async def release(self, messages: list[StoredMessage], *, started: bool) -> None:
         """Hand rows back for another worker now (shutdown); unstarted ones keep their count."""
-        rows = []
+        by_queue: dict[str, list[tuple[int, str]]] = {}
         for m in messages:
             if not m.settled and m.lease_token is not None:
-                rows.append((m.id, m.lease_token))
+                by_queue.setdefault(m.queue, []).append((m.id, m.lease_token))
                 self._drop(m)
-        if rows:
-            await self.transport.release(rows, uncount=not started)
+        for queue, rows in by_queue.items():
+            await self.transport.release(rows, queue=queue, uncount=not started)
 
     async def wait_settled(self) -> None:
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
 
-    def _track(self, fut: asyncio.Future[bool], msg: StoredMessage, what: str) -> None:
+    def _track(
+        self,
+        fut: asyncio.Future[bool],
+        msg: StoredMessage,
+        what: str,
+        after: list[Callable[[], None]] | None = None,
+    ) -> None:
         self._inflight.add(fut)
 
         def done(f: asyncio.Future[bool]) -> None:
@@ -157,11 +180,18 @@ class Settlement:
             if (exc := f.exception()) is not None:
                 logger.error(
                     "%s of message %s (queue %s) failed, it will be redelivered after its "
-                    "lease expires: %s", what, msg.message_id, msg.queue, exc,
+                    "lease expires: %s",
+                    what,
+                    msg.message_id,
+                    msg.queue,
+                    exc,
                     extra={"correlation_id": msg.correlation_id, "message_id": msg.message_id},
                 )
             elif not f.result():
                 self._lease_lost(msg, what)
+            elif after:
+                for callback in after:
+                    callback()
 
         fut.add_done_callback(done)
 
@@ -171,6 +201,9 @@ class Settlement:
             "%s of message %s (queue %s, attempt %d) refused: this worker's lease expired "
             "and a newer attempt owns the message. Raise lease_seconds if handlers "
             "legitimately block the event loop this long.",
-            what, msg.message_id, msg.queue, msg.attempts,
+            what,
+            msg.message_id,
+            msg.queue,
+            msg.attempts,
             extra={"correlation_id": msg.correlation_id, "message_id": msg.message_id},
         )

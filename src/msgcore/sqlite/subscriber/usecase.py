@@ -10,11 +10,10 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from typing_extensions import override
-
 from faststream._internal.endpoint.subscriber import SubscriberUsecase
 from faststream._internal.endpoint.utils import process_msg
 from faststream._internal.middlewares import BaseMiddleware
+from typing_extensions import override
 
 from msgcore.exceptions import StorageError
 from msgcore.sqlite.client.base import StoredMessage
@@ -54,6 +53,10 @@ class _RecordError(BaseMiddleware):
         if exc_val is not None and isinstance(self.msg, StoredMessage):
             self.msg.error = exc_val
         return False
+
+
+def _seconds_until(due: float | None) -> float | None:
+    return None if due is None else max(due - time.time(), 0.0) + 0.001
 
 
 class SqliteSubscriber(SubscriberUsecase[StoredMessage]):
@@ -185,9 +188,16 @@ class SqliteSubscriber(SubscriberUsecase[StoredMessage]):
         transport = self._outer_config.transport
         notifier = self._outer_config.notifier
         failures = 0
+        drained, next_due = False, None
         try:
             while self.running:
                 if not self._buffer:
+                    if drained and not event.is_set():
+                        # The last claim emptied the queue; anything new sets the event
+                        # (local commits at once, other processes via the notifier's poll).
+                        await notifier.wait(event, _seconds_until(next_due))
+                        if not self.running:
+                            break
                     event.clear()
                     try:
                         claim = await transport.claim(
@@ -201,18 +211,16 @@ class SqliteSubscriber(SubscriberUsecase[StoredMessage]):
                         failures += 1
                         logger.warning(
                             "claiming from %s/%s failed (try %d), retrying: %s",
-                            self.queue, self.group, failures, exc,
+                            self.queue,
+                            self.group,
+                            failures,
+                            exc,
                         )
                         await asyncio.sleep(min(0.05 * 2**failures, 2.0))
                         continue
                     failures = 0
+                    drained, next_due = claim.drained, claim.next_due
                     if not claim.messages:
-                        timeout = (
-                            None
-                            if claim.next_due is None
-                            else max(claim.next_due - time.time(), 0.0) + 0.001
-                        )
-                        await notifier.wait(event, timeout)
                         continue
                     settlement.hold(claim.messages)
                     self._buffer.extend(claim.messages)
@@ -222,6 +230,10 @@ class SqliteSubscriber(SubscriberUsecase[StoredMessage]):
                 msg = self._buffer.popleft()
                 if self.max_workers == 1:
                     await self.consume(msg)
+                    if not self._buffer:
+                        # Let the ack's commit reach the database thread before the next
+                        # claim probe does: replies and onward messages go out sooner.
+                        await asyncio.sleep(0)
                     continue
                 await self._limiter.acquire()
                 if not self.running:
@@ -290,12 +302,12 @@ class SqliteSubscriber(SubscriberUsecase[StoredMessage]):
 
     # -- pulling ----------------------------------------------------------------------
 
-    async def _pull(self, timeout: float) -> StoredMessage | None:
+    async def _pull(self, seconds: float) -> StoredMessage | None:
         settlement = await self._setup_consumer()
         transport = self._outer_config.transport
         notifier = self._outer_config.notifier
         event = notifier.watch(self.queue)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + seconds
         try:
             while True:
                 event.clear()
@@ -314,8 +326,8 @@ class SqliteSubscriber(SubscriberUsecase[StoredMessage]):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
-                wait = left if claim.next_due is None else min(left, claim.next_due - time.time())
-                await notifier.wait(event, max(wait, 0.0))
+                due = _seconds_until(claim.next_due)
+                await notifier.wait(event, left if due is None else min(left, due))
         finally:
             notifier.unwatch(self.queue, event)
 
@@ -337,12 +349,14 @@ class SqliteSubscriber(SubscriberUsecase[StoredMessage]):
         The message is leased to you: ``ack()`` it when done, ``nack()`` to retry it
         later; if you do neither it is delivered again once its lease expires.
         """
-        assert not self.calls, "You can't use `get_one` method if subscriber has registered handlers."
+        assert not self.calls, (
+            "You can't use `get_one` method if subscriber has registered handlers."
+        )
         raw = await self._pull(timeout)
         return None if raw is None else await self._parse(raw)
 
     @override
-    async def __aiter__(self) -> AsyncIterator[SqliteMessage]:  # type: ignore[override]
+    async def __aiter__(self) -> AsyncIterator[SqliteMessage]:
         assert not self.calls, "You can't use iterator if subscriber has registered handlers."
         while True:
             raw = await self._pull(3600.0)
