@@ -1,5 +1,7 @@
 """msgcore: declare FastStream subscribers once, run them on SQLite, Redis or RabbitMQ."""
 
+import logging
+
 from msgcore.exceptions import (
     ConfigurationError,
     DatabaseLockedError,
@@ -18,6 +20,9 @@ from msgcore.retry import RetryPolicy
 from msgcore.urls import redact_url
 
 __version__ = "0.1.0"
+
+# A library logs through its logger and lets the application decide where it goes.
+logging.getLogger("msgcore").addHandler(logging.NullHandler())
 
 __all__ = [
     "ConfigurationError",

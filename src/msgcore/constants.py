@@ -20,6 +20,3 @@ DEFAULT_GROUP: Final = "default"
 REPLY_QUEUE_PREFIX: Final = "msgcore.reply."
 # A reply nobody collects (requester crashed) is deleted after this long.
 REPLY_TTL_SECONDS: Final = 300.0
-
-# Headers msgcore sets on delivered messages.
-HEADER_ATTEMPT: Final = "x-msgcore-attempt"

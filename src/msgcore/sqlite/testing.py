@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast, overload
@@ -14,6 +13,7 @@ from faststream._internal.testing.broker import EnterType, TestBroker, change_pr
 from faststream.exceptions import SubscriberNotFound
 from typing_extensions import override
 
+from msgcore.ids import new_message_id
 from msgcore.sqlite.broker.broker import SqliteBroker
 from msgcore.sqlite.client.base import StoredMessage
 from msgcore.sqlite.publisher.producer import SqliteProducer
@@ -109,7 +109,7 @@ class FakeProducer(SqliteProducer):
             headers=dict(cmd.headers or {}),
             content_type=content_type,
             correlation_id=cmd.correlation_id,
-            message_id=cmd.message_id or uuid.uuid4().hex,
+            message_id=cmd.message_id or new_message_id(),
             reply_to=reply_to,
             priority=cmd.priority,
             attempts=1,
@@ -156,7 +156,7 @@ class FakeProducer(SqliteProducer):
                 headers=dict(result.headers or {}),
                 content_type=content_type,
                 correlation_id=result.correlation_id or msg.correlation_id,
-                message_id=uuid.uuid4().hex,
+                message_id=new_message_id(),
                 reply_to="",
                 priority=0,
                 attempts=1,

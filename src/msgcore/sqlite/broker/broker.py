@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fast_depends import Provider, dependency_provider
@@ -160,7 +161,7 @@ class SqliteBroker(
             ),
             specification=BrokerSpec(
                 description=description,
-                url=[specification_url or f"sqlite:///{parsed.path}"],
+                url=[specification_url or f"sqlite://localhost/{Path(parsed.path).resolve()}"],
                 protocol="sqlite",
                 protocol_version=protocol_version or "3",
                 tags=tags,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import secrets
@@ -33,8 +34,58 @@ T = TypeVar("T")
 _WriteOp = Callable[[sqlite3.Connection], Any]
 
 
+class _Tokens:
+    """Lease tokens unique across processes and restarts: random prefix, counter."""
+
+    prefix = ""
+    counter = itertools.count(1)
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.prefix = secrets.token_hex(6)
+        cls.counter = itertools.count(1)
+
+
+_Tokens.reset()
+# A forked worker must never reuse its parent's tokens: fencing relies on them.
+os.register_at_fork(after_in_child=_Tokens.reset)
+
+
 def new_lease_token() -> str:
-    return secrets.token_hex(8)
+    return f"{_Tokens.prefix}{next(_Tokens.counter):x}"
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc)
+
+
+def _locked(c: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], busy_timeout: float) -> T:
+    """Run ``fn`` in a write transaction, waiting up to ``busy_timeout`` for the lock.
+
+    SQLite's own busy handler first sleeps a whole millisecond and then longer; write
+    transactions here last tens of microseconds, so retrying in finer steps keeps
+    several processes on one file from idling in each other's way.
+    """
+    deadline = time.monotonic() + busy_timeout
+    pause = 0.00005
+    while True:
+        try:
+            c.execute("BEGIN IMMEDIATE")
+            break
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.002)
+    try:
+        result = fn(c)
+        c.execute("COMMIT")
+    except BaseException:
+        if c.in_transaction:
+            c.execute("ROLLBACK")
+        raise
+    return result
 
 
 def _headers_json(headers: dict[str, Any] | None) -> str | None:
@@ -86,9 +137,9 @@ class SqliteClient(QueueTransport):
             )
         try:
             self._conn = await aiosqlite.connect(
-                self.path, timeout=self.busy_timeout, isolation_level=None
+                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
             )
-            await self._conn._execute(self._init_schema, self._conn._conn)  # type: ignore[no-untyped-call]
+            await self._conn._execute(self._init_schema, self._conn._conn, self.busy_timeout)  # type: ignore[no-untyped-call]
         except sqlite3.Error as exc:
             await self._close_quietly()
             raise storage_error(exc, path=self.path, busy_timeout=self.busy_timeout) from exc
@@ -97,7 +148,9 @@ class SqliteClient(QueueTransport):
             raise
 
     @staticmethod
-    def _init_schema(conn: sqlite3.Connection) -> None:
+    def _init_schema(conn: sqlite3.Connection, busy_timeout: float) -> None:
+        # Startup may race other processes creating the schema: let SQLite wait here.
+        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         for pragma in q.PRAGMAS:
             conn.execute(pragma)
         # Probe the file before writing: a non-database file fails here with NOTADB.
@@ -113,6 +166,8 @@ class SqliteClient(QueueTransport):
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        # From here on write transactions wait in _locked(), in finer steps.
+        conn.execute("PRAGMA busy_timeout=0")
         if found > SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"The database was created by a newer msgcore (schema {found}, this version "
@@ -176,7 +231,9 @@ class SqliteClient(QueueTransport):
             batch, self._pending = self._pending, []
             ops = [op for op, _ in batch]
             try:
-                results = await self._run(partial(_transaction, ops=ops))
+                results = await self._run(
+                    partial(_transaction, ops=ops, busy_timeout=self.busy_timeout)
+                )
             except BaseException as exc:
                 self._touched.clear()
                 for _, fut in batch:
@@ -207,7 +264,17 @@ class SqliteClient(QueueTransport):
             await self._write(lambda c: _insert_messages(c, messages, self._touched))
 
     async def register_group(self, queue: str, group: str) -> None:
-        await self._write(lambda c: c.execute(q.REGISTER_GROUP, (queue, group, time.time())))
+        def op(c: sqlite3.Connection) -> None:
+            first = c.execute(q.GROUPS_OF_QUEUE, (queue,)).fetchone() is None
+            c.execute(q.REGISTER_GROUP, (queue, group, time.time()))
+            if first and group != DEFAULT_GROUP:
+                # Messages published before any group existed were stored for the
+                # default group; the first group to appear takes them, so nothing
+                # published ahead of its consumers is stranded.
+                c.execute(q.ADOPT_ORPHANS, (group, queue, DEFAULT_GROUP))
+                self._touched.add(queue)
+
+        await self._write(op)
 
     # -- consuming -----------------------------------------------------------------
 
@@ -222,25 +289,28 @@ class SqliteClient(QueueTransport):
     ) -> Claim:
         token = new_lease_token()
 
-        def op(c: sqlite3.Connection) -> Claim:
-            now = time.time()
-            if c.execute(q.HAS_CLAIMABLE, (queue, group, now)).fetchone() is None:
-                due = c.execute(q.NEXT_DUE, (queue, group)).fetchone()[0]
-                return Claim([], due, drained=True)
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                rows = c.execute(
-                    q.CLAIM, (token, now + lease_seconds, worker_id, queue, group, now, limit)
-                ).fetchall()
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+        def take(c: sqlite3.Connection, now: float) -> Claim:
+            rows = c.execute(
+                q.CLAIM, (token, now + lease_seconds, worker_id, queue, group, now, limit)
+            ).fetchall()
             drained = len(rows) < limit
             due = c.execute(q.NEXT_DUE, (queue, group)).fetchone()[0] if drained else None
             rows.sort(key=lambda r: (-r[7], r[0]))
-            messages = [_row_to_message(r, queue, group, token) for r in rows]
-            return Claim(messages, due, drained=drained)
+            return Claim([_row_to_message(r, queue, group, token) for r in rows], due, drained)
+
+        if self._writer is not None and not self._writer.done():
+            # A group commit is under way (acks, publishes): ride along in the next one
+            # rather than taking the write lock a second time.
+            claim: Claim = await self._write(lambda c: take(c, time.time()))
+            return claim
+
+        def op(c: sqlite3.Connection) -> Claim:
+            now = time.time()
+            # The cheap read first: an idle consumer never takes the write lock.
+            if c.execute(q.HAS_CLAIMABLE, (queue, group, now)).fetchone() is None:
+                due = c.execute(q.NEXT_DUE, (queue, group)).fetchone()[0]
+                return Claim([], due, drained=True)
+            return _locked(c, lambda c: take(c, now), self.busy_timeout)
 
         return await self._run(op)
 
@@ -297,13 +367,9 @@ class SqliteClient(QueueTransport):
         def op(c: sqlite3.Connection) -> list[StoredMessage]:
             if c.execute(q.HAS_CLAIMABLE, (queue, DEFAULT_GROUP, float("inf"))).fetchone() is None:
                 return []
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                rows = c.execute(q.TAKE_REPLIES, (queue,)).fetchall()
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+            rows = _locked(
+                c, lambda c: c.execute(q.TAKE_REPLIES, (queue,)).fetchall(), self.busy_timeout
+            )
             return [_row_to_message(r, queue, DEFAULT_GROUP, None) for r in rows]
 
         return await self._run(op)
@@ -363,17 +429,11 @@ class SqliteClient(QueueTransport):
         )
 
 
-def _transaction(c: sqlite3.Connection, *, ops: Sequence[_WriteOp]) -> list[Any]:
+def _transaction(
+    c: sqlite3.Connection, *, ops: Sequence[_WriteOp], busy_timeout: float
+) -> list[Any]:
     """Run ``ops`` in one write transaction; all commit or none do."""
-    c.execute("BEGIN IMMEDIATE")
-    try:
-        results = [op(c) for op in ops]
-        c.execute("COMMIT")
-    except BaseException:
-        if c.in_transaction:
-            c.execute("ROLLBACK")
-        raise
-    return results
+    return _locked(c, lambda c: [op(c) for op in ops], busy_timeout)
 
 
 def _insert_messages(

@@ -97,6 +97,7 @@ REGISTER_GROUP: Final = (
     f"INSERT INTO {GROUPS} (queue, grp, created_at) VALUES (?, ?, ?) "
     "ON CONFLICT (queue, grp) DO NOTHING"
 )
+ADOPT_ORPHANS: Final = f"UPDATE {MSGS} SET grp = ? WHERE queue = ? AND grp = ?"
 GROUPS_OF_QUEUE: Final = f"SELECT grp FROM {GROUPS} WHERE queue = ?"
 
 INSERT_MESSAGE: Final = f"""

@@ -17,6 +17,7 @@ from typing_extensions import override
 
 from msgcore.constants import REPLY_QUEUE_PREFIX, REPLY_TTL_SECONDS
 from msgcore.exceptions import RequestTimeoutError
+from msgcore.ids import new_message_id
 from msgcore.sqlite.client.base import OutgoingMessage, StoredMessage
 from msgcore.sqlite.parser import SqliteParser
 from msgcore.sqlite.response import SqlitePublishCommand
@@ -113,7 +114,7 @@ class SqliteProducer(ProducerProto[SqlitePublishCommand]):
             headers=dict(cmd.headers) if cmd.headers else None,
             content_type=content_type,
             correlation_id=correlation_id,
-            message_id=cmd.message_id or uuid.uuid4().hex,
+            message_id=cmd.message_id or new_message_id(),
             reply_to=reply_to,
             priority=cmd.priority,
             visible_at=cmd.visible_at(now),
@@ -197,7 +198,7 @@ class SqliteProducer(ProducerProto[SqlitePublishCommand]):
     @override
     async def request(self, cmd: SqlitePublishCommand) -> StoredMessage:
         transport = self.transport
-        correlation_id = cmd.correlation_id or uuid.uuid4().hex
+        correlation_id = cmd.correlation_id or new_message_id()
         fut: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
         self._waiting[correlation_id] = fut
         if self._listener is None or self._listener.done():

@@ -30,7 +30,12 @@ CURRENT_DELIVERY: ContextVar[StoredMessage | None] = ContextVar(
 
 _INVALID_PAYLOAD = (ValidationError, json.JSONDecodeError, UnicodeDecodeError)
 
-logger = logging.getLogger("msgcore.sqlite")
+LogFn = Callable[[str, int, dict[str, str]], None]
+"""The subscriber's log: ``(message, level, extra)``, extra carrying queue/group/message_id."""
+
+
+def _stdlib_log(message: str, level: int, extra: dict[str, str]) -> None:
+    logging.getLogger("msgcore.sqlite").log(level, message)
 
 
 def describe_error(exc: BaseException | None) -> str | None:
@@ -48,7 +53,9 @@ class Settlement:
         *,
         retry: RetryPolicy,
         lease_seconds: float,
+        log: LogFn = _stdlib_log,
     ) -> None:
+        self.log = log
         self.transport = transport
         self.retry = retry
         self.lease_seconds = lease_seconds
@@ -116,15 +123,11 @@ class Settlement:
         if not ok:
             self._lease_lost(msg, "nack")
         else:
-            logger.info(
-                "retrying message %s (queue %s, group %s) in %.2fs after attempt %d: %s",
-                msg.message_id,
-                msg.queue,
-                msg.group,
-                wait,
-                msg.attempts,
-                describe_error(error),
-                extra={"correlation_id": msg.correlation_id, "message_id": msg.message_id},
+            self._log(
+                msg,
+                logging.INFO,
+                f"attempt {msg.attempts} failed, retrying in {wait:.2f}s "
+                f"(correlation_id={msg.correlation_id}): {describe_error(error)}",
             )
 
     async def reject(self, msg: StoredMessage) -> None:
@@ -140,14 +143,11 @@ class Settlement:
         if not ok:
             self._lease_lost(msg, "dead-letter")
             return
-        logger.warning(
-            "message %s (queue %s, group %s) moved to the dead-letter table: %s%s",
-            msg.message_id,
-            msg.queue,
-            msg.group,
-            reason,
-            f" ({error})" if error else "",
-            extra={"correlation_id": msg.correlation_id, "message_id": msg.message_id},
+        self._log(
+            msg,
+            logging.WARNING,
+            f"moved to the dead-letter table (correlation_id={msg.correlation_id}): "
+            f"{reason}{f' ({error})' if error else ''}",
         )
 
     async def release(self, messages: list[StoredMessage], *, started: bool) -> None:
@@ -178,14 +178,11 @@ class Settlement:
             if f.cancelled():
                 return
             if (exc := f.exception()) is not None:
-                logger.error(
-                    "%s of message %s (queue %s) failed, it will be redelivered after its "
-                    "lease expires: %s",
-                    what,
-                    msg.message_id,
-                    msg.queue,
-                    exc,
-                    extra={"correlation_id": msg.correlation_id, "message_id": msg.message_id},
+                self._log(
+                    msg,
+                    logging.ERROR,
+                    f"{what} failed; the message is delivered again when its lease expires "
+                    f"(correlation_id={msg.correlation_id}): {exc}",
                 )
             elif not f.result():
                 self._lease_lost(msg, what)
@@ -195,15 +192,19 @@ class Settlement:
 
         fut.add_done_callback(done)
 
-    @staticmethod
-    def _lease_lost(msg: StoredMessage, what: str) -> None:
-        logger.warning(
-            "%s of message %s (queue %s, attempt %d) refused: this worker's lease expired "
-            "and a newer attempt owns the message. Raise lease_seconds if handlers "
-            "legitimately block the event loop this long.",
-            what,
-            msg.message_id,
-            msg.queue,
-            msg.attempts,
-            extra={"correlation_id": msg.correlation_id, "message_id": msg.message_id},
+    def _lease_lost(self, msg: StoredMessage, what: str) -> None:
+        self._log(
+            msg,
+            logging.WARNING,
+            f"{what} of attempt {msg.attempts} refused: this worker's lease expired and a "
+            "newer attempt owns the message, so this attempt's result and publishes were "
+            f"discarded (correlation_id={msg.correlation_id}). Raise lease_seconds if "
+            "handlers legitimately block the event loop this long.",
+        )
+
+    def _log(self, msg: StoredMessage, level: int, text: str) -> None:
+        self.log(
+            text,
+            level,
+            {"queue": msg.queue, "group": msg.group, "message_id": msg.message_id or ""},
         )

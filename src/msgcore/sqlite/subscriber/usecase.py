@@ -34,8 +34,6 @@ if TYPE_CHECKING:
     from msgcore.sqlite.message import SqliteMessage
     from msgcore.sqlite.subscriber.config import SqliteSubscriberConfig
 
-logger = logging.getLogger("msgcore.sqlite")
-
 
 class _RecordError(BaseMiddleware):
     """Keeps the handler's exception on the row, for nack and the dead-letter table.
@@ -124,24 +122,29 @@ class SqliteSubscriber(SubscriberUsecase[StoredMessage]):
         if self._settlement is None:
             transport = self._outer_config.transport
             self._settlement = Settlement(
-                transport, retry=self.retry, lease_seconds=self.lease_seconds
+                transport, retry=self.retry, lease_seconds=self.lease_seconds, log=self._log_line
             )
         if not self._group_registered:
             await self._outer_config.transport.register_group(self.queue, self.group)
             self._group_registered = True
         return self._settlement
 
+    def _log_line(self, message: str, level: int, extra: dict[str, str]) -> None:
+        self._outer_config.logger.log(message, level, extra=extra)
+
     @override
     async def start(self) -> None:
         await super().start()
+        # Registered for handler-less subscribers too (get_one, iteration): messages
+        # published from now on are kept for this group.
+        await self._setup_consumer()
+        self._heartbeat_task = asyncio.create_task(
+            self._heartbeat_loop(), name=f"msgcore-sqlite-heartbeat:{self.queue}"
+        )
         if self.calls:
-            await self._setup_consumer()
             self._event = self._outer_config.notifier.watch(self.queue)
             self._loop_task = asyncio.create_task(
                 self._consume_loop(), name=f"msgcore-sqlite-consume:{self.queue}/{self.group}"
-            )
-            self._heartbeat_task = asyncio.create_task(
-                self._heartbeat_loop(), name=f"msgcore-sqlite-heartbeat:{self.queue}"
             )
         self._post_start()
 
@@ -209,12 +212,10 @@ class SqliteSubscriber(SubscriberUsecase[StoredMessage]):
                         )
                     except StorageError as exc:
                         failures += 1
-                        logger.warning(
-                            "claiming from %s/%s failed (try %d), retrying: %s",
-                            self.queue,
-                            self.group,
-                            failures,
-                            exc,
+                        self._log_line(
+                            f"claiming failed (try {failures}), retrying: {exc}",
+                            logging.WARNING,
+                            self.get_log_context(None),
                         )
                         await asyncio.sleep(min(0.05 * 2**failures, 2.0))
                         continue
@@ -298,7 +299,11 @@ class SqliteSubscriber(SubscriberUsecase[StoredMessage]):
             try:
                 await self._settlement.renew()
             except Exception as exc:  # next beat retries; the lease has slack for two misses
-                logger.warning("renewing leases on %s failed: %s", self.queue, exc)
+                self._log_line(
+                    f"renewing leases failed, retrying: {exc}",
+                    logging.WARNING,
+                    self.get_log_context(None),
+                )
 
     # -- pulling ----------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""msgcore's benchmark suite: ``python bench/run.py`` (see docs/benchmarks.md)."""

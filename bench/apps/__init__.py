@@ -1,0 +1,1 @@
+"""Small programs the benchmark starts as subprocesses (responder, idle worker)."""

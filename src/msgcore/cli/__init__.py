@@ -1,0 +1,20 @@
+"""The ``msgcore`` command line."""
+
+from __future__ import annotations
+
+import typer
+
+from msgcore.cli.demo import demo
+
+app = typer.Typer(
+    name="msgcore",
+    help="Operate msgcore queues and jobs. Run `msgcore demo` for a tour.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.command("demo")(demo)
+
+
+@app.callback()
+def main() -> None:
+    """msgcore: FastStream on SQLite, Redis or RabbitMQ."""
