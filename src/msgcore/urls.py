@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from msgcore.exceptions import InvalidURLError
 
-_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*:)[^@/\s]*(?=@)")
+_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*:)[^@/?#\s]*(?=@)")
 
 
 def redact_url(url: str) -> str:
@@ -55,7 +55,7 @@ def parse_sqlite_url(url: str) -> SqliteURL:
         )
     if parts.netloc:
         raise InvalidURLError(
-            f"{redact_url(url)!r} has a host part ({parts.netloc!r}); SQLite URLs have none. "
+            f"{redact_url(url)!r} has a host part ({parts.hostname!r}); SQLite URLs have none. "
             "Use three slashes for a relative path (sqlite:///data/msgcore.db) or four for "
             "an absolute one (sqlite:////var/lib/msgcore.db)."
         )

@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faststream.redis import RedisBroker, TestRedisBroker
+from faststream.redis.opentelemetry import RedisTelemetryMiddleware
+from faststream.redis.prometheus import RedisPrometheusMiddleware
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -25,9 +28,6 @@ from opentelemetry.semconv.trace import SpanAttributes
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
-from faststream.redis import RedisBroker, TestRedisBroker
-from faststream.redis.opentelemetry import RedisTelemetryMiddleware
-from faststream.redis.prometheus import RedisPrometheusMiddleware
 from msgcore.constants import MESSAGES_TABLE, REPLY_QUEUE_PREFIX
 from msgcore.retry import RetryPolicy
 from msgcore.sqlite import SqliteBroker
@@ -40,11 +40,11 @@ Runner = Callable[[Any], AbstractAsyncContextManager[Any]]
 # -- helpers ---------------------------------------------------------------------------
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_until(predicate: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
     while not predicate():
         if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
+            pytest.fail(f"condition not met within {within}s")
         await asyncio.sleep(0.01)
 
 
@@ -75,6 +75,7 @@ def shape(spans: tuple[ReadableSpan, ...], roles: dict[str, str]) -> list[tuple[
 
     ``(name, kind, parent name, attribute keys, messaging.operation)``
     """
+
     def rename(name: str) -> str:
         destination, _, action = name.rpartition(" ")
         return f"{roles.get(destination, destination)} {action}"
@@ -96,9 +97,7 @@ def shape(spans: tuple[ReadableSpan, ...], roles: dict[str, str]) -> list[tuple[
     return sorted(out, key=repr)
 
 
-async def two_hops(
-    broker: Any, run: Runner, first: str, second: str
-) -> tuple[ReadableSpan, ...]:
+async def two_hops(broker: Any, run: Runner, first: str, second: str) -> tuple[ReadableSpan, ...]:
     """publish -> first handler -> publishes onward -> second handler."""
     exporter: InMemorySpanExporter = broker._test_exporter
     done = asyncio.Event()
@@ -181,9 +180,10 @@ async def test_two_hops_through_the_database_are_one_trace(db_url: str, unique: 
     for s in spans:
         assert s.attributes[SpanAttributes.MESSAGING_SYSTEM] == "sqlite"
     assert first_process.attributes["messaging.destination_publish.name"] == first
-    assert named(spans, f"{second} publish").attributes[
-        SpanAttributes.MESSAGING_DESTINATION_NAME
-    ] == second
+    assert (
+        named(spans, f"{second} publish").attributes[SpanAttributes.MESSAGING_DESTINATION_NAME]
+        == second
+    )
     assert second_process.attributes[SpanAttributes.MESSAGING_MESSAGE_PAYLOAD_SIZE_BYTES] == len(
         b"hello+1"
     )
@@ -288,7 +288,9 @@ async def test_request_reply_spans_share_the_request_trace(db_url: str, unique: 
     assert reply_publish[0].kind is SpanKind.PRODUCER
     assert reply_publish[0].parent.span_id == process.context.span_id
     # The requester's side of the reply is in the same trace (checked above) too.
-    assert [s for s in spans if s.name.startswith(REPLY_QUEUE_PREFIX) and s.name.endswith(" process")]
+    assert [
+        s for s in spans if s.name.startswith(REPLY_QUEUE_PREFIX) and s.name.endswith(" process")
+    ]
 
     # The request leg has the same shape as FastStream's Redis broker gives it.
     redis = redis_with_tracing()
@@ -342,10 +344,14 @@ async def test_batch_publish_links_each_message_to_the_batch_like_redis(
         redis_broker, in_memory_redis, lambda: redis_broker.publish_batch("a", "b", list=unique)
     )
 
-    producer_create = [s for s in spans if s.kind is SpanKind.PRODUCER and s.name.endswith("create")]
+    producer_create = [
+        s for s in spans if s.kind is SpanKind.PRODUCER and s.name.endswith("create")
+    ]
     assert len(producer_create) == 1
     assert producer_create[0].attributes[SpanAttributes.MESSAGING_BATCH_MESSAGE_COUNT] == 2
-    consumer_create = [s for s in spans if s.kind is SpanKind.CONSUMER and s.name.endswith("create")]
+    consumer_create = [
+        s for s in spans if s.kind is SpanKind.CONSUMER and s.name.endswith("create")
+    ]
     assert len(consumer_create) == 2
     for span in consumer_create:
         assert [(link.context.trace_id, link.context.span_id) for link in span.links] == [
@@ -488,12 +494,15 @@ async def test_prometheus_request_reply_matches_redis_without_reply_queue_labels
     sqlite_totals = totals(sqlite_registry)
     assert sqlite_totals == totals(redis_registry)
     assert not [k for k in sqlite_totals if REPLY_QUEUE_PREFIX in repr(k)]
-    assert sqlite_totals[
-        (
-            "faststream_received_messages_total",
-            (("app_name", "faststream"), ("handler", unique)),
-        )
-    ] == 2
+    assert (
+        sqlite_totals[
+            (
+                "faststream_received_messages_total",
+                (("app_name", "faststream"), ("handler", unique)),
+            )
+        ]
+        == 2
+    )
 
 
 async def test_prometheus_counts_a_failing_handler(db_url: str, unique: str) -> None:

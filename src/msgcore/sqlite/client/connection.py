@@ -135,17 +135,26 @@ class SqliteClient(QueueTransport):
                 f"Cannot open the SQLite database {self.path}: its directory {directory} "
                 "does not exist. Create it, or fix the path in the URL."
             )
+        pending: aiosqlite.Connection | None = None
         try:
-            self._conn = await aiosqlite.connect(
+            pending = aiosqlite.connect(
                 self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
             )
+            self._conn = await pending
             await self._conn._execute(self._init_schema, self._conn._conn, self.busy_timeout)  # type: ignore[no-untyped-call]
         except sqlite3.Error as exc:
-            await self._close_quietly()
+            await self._abandon(pending)
             raise storage_error(exc, path=self.path, busy_timeout=self.busy_timeout) from exc
         except BaseException:
-            await self._close_quietly()
+            await self._abandon(pending)
             raise
+
+    async def _abandon(self, pending: aiosqlite.Connection | None) -> None:
+        await self._close_quietly()
+        # aiosqlite stops its worker thread by itself after a failed open; wait for it, or
+        # it calls back into this event loop after the caller has closed it.
+        if pending is not None and pending._thread.is_alive():
+            await asyncio.to_thread(pending._thread.join, 5)
 
     @staticmethod
     def _init_schema(conn: sqlite3.Connection, busy_timeout: float) -> None:

@@ -230,7 +230,7 @@ class SqliteSubscriber(SubscriberUsecase[StoredMessage]):
 
                 msg = self._buffer.popleft()
                 if self.max_workers == 1:
-                    await self.consume(msg)
+                    await self._consume_guarded(msg)
                     if not self._buffer:
                         # Let the ack's commit reach the database thread before the next
                         # claim probe does: replies and onward messages go out sooner.
@@ -252,9 +252,21 @@ class SqliteSubscriber(SubscriberUsecase[StoredMessage]):
 
     async def _consume_one(self, msg: StoredMessage) -> None:
         try:
-            await self.consume(msg)
+            await self._consume_guarded(msg)
         finally:
             self._limiter.release()
+
+    async def _consume_guarded(self, msg: StoredMessage) -> None:
+        # Handler errors never get here (FastStream settles and logs them); this catches
+        # our own settlement failing, so that one bad moment never ends the subscriber.
+        try:
+            await self.consume(msg)
+        except Exception as exc:
+            self._log_line(
+                f"settling failed; the message is delivered again after its lease: {exc!r}",
+                logging.ERROR,
+                self.get_log_context(None),
+            )
 
     @override
     async def consume(self, msg: StoredMessage) -> Any:
@@ -268,14 +280,15 @@ class SqliteSubscriber(SubscriberUsecase[StoredMessage]):
         if msg.attempts > self.retry.max_attempts:
             # Delivered again and again without ever being settled: its handler kills
             # or hangs the worker. Stop the crash loop.
-            await settlement.dead_letter(
-                msg,
-                reason=(
-                    f"delivered {msg.attempts} times without being settled (max_attempts="
-                    f"{self.retry.max_attempts}): the worker crashed or lost its lease "
-                    "while handling it"
-                ),
-            )
+            with contextlib.suppress(StorageError):  # else: back after its lease, retried then
+                await settlement.dead_letter(
+                    msg,
+                    reason=(
+                        f"delivered {msg.attempts} times without being settled (max_attempts="
+                        f"{self.retry.max_attempts}): the worker crashed or lost its lease "
+                        "while handling it"
+                    ),
+                )
             return None
         msg.started = True
         if self._outer_config.producer.transactional:
