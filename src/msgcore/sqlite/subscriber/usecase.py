@@ -153,6 +153,12 @@ class SqliteSubscriber(SubscriberUsecase[StoredMessage]):
         self.running = False
         if self._event is not None:
             self._event.set()
+        if self._settlement is not None and self._buffer:
+            # Claimed but not started: another worker can take them now rather than
+            # after this worker's grace period.
+            leftovers = list(self._buffer)
+            self._buffer.clear()
+            await self._settlement.release(leftovers, started=False)
         # Waits up to graceful_timeout for running handlers; the heartbeat keeps
         # their leases alive meanwhile.
         await super().stop()
