@@ -20,3 +20,6 @@ DEFAULT_GROUP: Final = "default"
 REPLY_QUEUE_PREFIX: Final = "msgcore.reply."
 # A reply nobody collects (requester crashed) is deleted after this long.
 REPLY_TTL_SECONDS: Final = 300.0
+
+# Set by msgcore where the transport has no native attempt count (Redis, RabbitMQ).
+HEADER_ATTEMPT: Final = "x-msgcore-attempt"

@@ -1,0 +1,118 @@
+"""Binding msgcore declarations to the SQLite transport: queues with consumer groups."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from msgcore.adapters.base import BoundPublisher, TransportAdapter
+from msgcore.naming import sqlite_queue
+from msgcore.sqlite import SqliteBroker, SqliteRouter
+
+if TYPE_CHECKING:
+    from faststream._internal.basic_types import SendableMessage
+
+    from msgcore.router import PublisherHandle, SubscriberDeclaration
+    from msgcore.sqlite.publisher.usecase import SqlitePublisher
+    from msgcore.sqlite.subscriber.usecase import SqliteSubscriber
+
+
+class _SqlitePublisher(BoundPublisher):
+    def __init__(self, publisher: SqlitePublisher, request_timeout: float) -> None:
+        self.publisher = publisher
+        self.request_timeout = request_timeout
+
+    async def publish(
+        self,
+        message: SendableMessage,
+        *,
+        headers: dict[str, Any],
+        correlation_id: str | None,
+        delay: float | None,
+        not_before: datetime | None,
+        priority: int | None,
+    ) -> None:
+        await self.publisher.publish(
+            message,
+            headers=headers,
+            correlation_id=correlation_id,
+            delay=delay,
+            not_before=not_before,
+            priority=priority,
+        )
+
+    async def request(
+        self,
+        message: SendableMessage,
+        *,
+        headers: dict[str, Any],
+        correlation_id: str | None,
+        timeout: float | None,
+    ) -> Any:
+        reply = await self.publisher.request(
+            message,
+            headers=headers,
+            correlation_id=correlation_id,
+            timeout=timeout or self.request_timeout,
+        )
+        return await reply.decode()
+
+
+class SqliteAdapter(TransportAdapter):
+    name = "sqlite"
+
+    def broker(self) -> SqliteBroker:
+        s = self.settings.sqlite
+        return SqliteBroker(
+            self.settings.url,
+            busy_timeout=s.busy_timeout,
+            min_poll_interval=s.min_poll_interval,
+            max_poll_interval=s.max_poll_interval,
+            transactional_publish=s.transactional_publish,
+            **self.log_kwargs,
+        )
+
+    def native_router(
+        self, *, dependencies: Sequence[Any], middlewares: Sequence[Any]
+    ) -> SqliteRouter:
+        return SqliteRouter(dependencies=dependencies, middlewares=middlewares)
+
+    def publisher(
+        self, native_router: SqliteRouter, channel: str, handle: PublisherHandle
+    ) -> SqlitePublisher:
+        return native_router.publisher(
+            sqlite_queue(channel),
+            headers=handle.headers or None,
+            title=handle.title,
+            description=handle.description,
+            schema=handle.schema,
+            include_in_schema=handle.include_in_schema,
+        )
+
+    def bind_publisher(self, broker: Any, native_publisher: SqlitePublisher) -> BoundPublisher:
+        return _SqlitePublisher(native_publisher, self.settings.request_timeout)
+
+    def subscribe(
+        self,
+        native_router: SqliteRouter,
+        decl: SubscriberDeclaration,
+        channel: str,
+        publishers: Sequence[Any],
+    ) -> SqliteSubscriber:
+        subscriber = native_router.subscriber(
+            sqlite_queue(channel),
+            group=decl.group,
+            max_workers=decl.max_workers,
+            lease_seconds=decl.lease_seconds,
+            retry=decl.retry,
+            no_reply=decl.no_reply,
+            dependencies=decl.dependencies,
+            title=decl.title,
+            description=decl.description,
+            include_in_schema=decl.include_in_schema,
+        )
+        wrapper = subscriber(decl.call)
+        for pub in publishers:
+            pub(wrapper)
+        return subscriber

@@ -1,0 +1,98 @@
+"""``create_broker`` and ``create_app``: bind routers to the transport the settings pick."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from faststream import FastStream
+
+from msgcore.adapters import adapter_for
+from msgcore.adapters.base import TransportAdapter
+from msgcore.router import PublisherHandle, Router
+from msgcore.settings import Settings
+
+__all__ = ["create_app", "create_broker"]
+
+
+@dataclass(eq=False)
+class _Node:
+    router: Router
+    prefix: str
+    """Channel prefix of this router's own declarations (all enclosing prefixes)."""
+    native: Any
+    children: list[tuple[_Node, Any]] = field(default_factory=list)
+
+
+def _plan(adapter: TransportAdapter, router: Router, outer: str) -> _Node:
+    node = _Node(
+        router,
+        f"{outer}{router.prefix}",
+        adapter.native_router(dependencies=router.dependencies, middlewares=router.middlewares),
+    )
+    for inc in router.inclusions:
+        node.children.append((_plan(adapter, inc.router, f"{node.prefix}{inc.prefix}"), inc))
+    return node
+
+
+def _nodes(node: _Node) -> list[_Node]:
+    found = [node]
+    for child, _ in node.children:
+        found.extend(_nodes(child))
+    return found
+
+
+def _include(node: _Node) -> None:
+    # Children first: a transport router copies what it holds when it is included.
+    for child, inc in node.children:
+        _include(child)
+        node.native.include_router(
+            child.native, dependencies=inc.dependencies, middlewares=inc.middlewares
+        )
+
+
+def create_broker(*routers: Router, settings: Settings | None = None) -> Any:
+    """The FastStream broker for ``settings.url`` (default: ``Settings()`` from the
+    environment) with every declaration of ``routers`` bound to it.
+
+    The return value is the transport's own broker (``SqliteBroker``, ``RedisBroker``,
+    ``RabbitBroker``): use it as any FastStream broker.
+    """
+    settings = settings or Settings()
+    adapter = adapter_for(settings)
+    broker = adapter.broker()
+    roots = [_plan(adapter, r, "") for r in routers]
+    nodes = [n for root in roots for n in _nodes(root)]
+
+    natives: dict[PublisherHandle, Any] = {}
+    for node in nodes:
+        for handle in node.router.publishers:
+            handle.full_channel = f"{node.prefix}{handle.channel}"
+            native = adapter.publisher(node.native, handle.full_channel, handle)
+            natives[handle] = native
+            handle._bind(adapter.bind_publisher(broker, native))
+
+    for node in nodes:
+        for decl in node.router.subscribers:
+            publishers = []
+            for handle in decl.publishers:
+                if handle not in natives:
+                    # declared on a router that was not passed here: bind it beside
+                    # the subscriber that publishes through it
+                    natives[handle] = adapter.publisher(node.native, handle.full_channel, handle)
+                    handle._bind(adapter.bind_publisher(broker, natives[handle]))
+                publishers.append(natives[handle])
+            adapter.subscribe(node.native, decl, f"{node.prefix}{decl.channel}", publishers)
+
+    for root in roots:
+        _include(root)
+        broker.include_router(root.native)
+    return broker
+
+
+def create_app(*routers: Router, settings: Settings | None = None, **app_kwargs: Any) -> FastStream:
+    """A ``faststream.FastStream`` app for ``create_broker(*routers, settings=settings)``.
+
+    ``faststream run module:app`` picks the transport from ``MSGCORE_URL``.
+    """
+    return FastStream(create_broker(*routers, settings=settings), **app_kwargs)

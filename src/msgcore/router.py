@@ -1,0 +1,290 @@
+"""``msgcore.Router``: declare subscribers and publishers once, bind them to any transport.
+
+Declarations are plain data until ``create_broker``/``create_app`` binds them to the
+transport chosen by ``Settings.url``. Decorated functions stay plain functions: binding
+wraps them afresh for every broker, so two brokers never share publishers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from msgcore.exceptions import ConfigurationError
+from msgcore.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from fast_depends.dependencies import Dependant
+    from faststream._internal.basic_types import SendableMessage
+
+    from msgcore.adapters.base import BoundPublisher
+
+__all__ = ["PublisherHandle", "Router", "SubscriberDeclaration"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_PENDING_PUBLISHERS = "__msgcore_publishers__"
+_SUBSCRIPTIONS = "__msgcore_subscriptions__"
+
+
+@dataclass(eq=False)
+class SubscriberDeclaration:
+    """One ``@router.subscriber(...)``: what to consume and how, on any transport."""
+
+    channel: str
+    call: Callable[..., Any]
+    group: str | None = None
+    max_workers: int = 1
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    lease_seconds: float = 30.0
+    no_reply: bool = False
+    dependencies: Sequence[Dependant] = ()
+    title: str | None = None
+    description: str | None = None
+    include_in_schema: bool = True
+    publishers: list[PublisherHandle] = field(default_factory=list)
+
+
+class PublisherHandle:
+    """``router.publisher(channel)``: a decorator for handlers and a publisher of its own.
+
+    ``await handle.publish(payload)`` works once a broker built from its router is
+    connected (``async with create_broker(router):``).
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        channel: str,
+        *,
+        headers: dict[str, Any] | None = None,
+        title: str | None = None,
+        description: str | None = None,
+        schema: Any | None = None,
+        include_in_schema: bool = True,
+    ) -> None:
+        self.router = router
+        self.channel = channel
+        self.headers = dict(headers or {})
+        self.title = title
+        self.description = description
+        self.schema = schema
+        self.include_in_schema = include_in_schema
+        self.full_channel = f"{router.prefix}{channel}"
+        self._bound: BoundPublisher | None = None
+
+    def __repr__(self) -> str:
+        return f"PublisherHandle({self.full_channel!r})"
+
+    def __call__(self, func: F) -> F:
+        """Publish the decorated handler's return value to this channel."""
+        subscriptions: list[SubscriberDeclaration] | None = getattr(func, _SUBSCRIPTIONS, None)
+        if subscriptions:
+            # applied above @router.subscriber: attach to what is declared already
+            for decl in subscriptions:
+                decl.publishers.append(self)
+        pending: list[PublisherHandle] = getattr(func, _PENDING_PUBLISHERS, [])
+        setattr(func, _PENDING_PUBLISHERS, [*pending, self])
+        return func
+
+    def _bind(self, bound: BoundPublisher) -> None:
+        self._bound = bound
+
+    @property
+    def bound(self) -> BoundPublisher:
+        if self._bound is None:
+            raise ConfigurationError(
+                f"Publisher {self.full_channel!r} is not bound to a broker: pass its router "
+                "to create_broker()/create_app(), and publish inside `async with broker:`."
+            )
+        return self._bound
+
+    async def publish(
+        self,
+        message: SendableMessage = None,
+        *,
+        headers: dict[str, Any] | None = None,
+        correlation_id: str | None = None,
+        delay: float | None = None,
+        not_before: datetime | None = None,
+        priority: int | None = None,
+    ) -> None:
+        """Publish ``message`` to this channel on the bound transport."""
+        await self.bound.publish(
+            message,
+            headers={**self.headers, **(headers or {})},
+            correlation_id=correlation_id,
+            delay=delay,
+            not_before=not_before,
+            priority=priority,
+        )
+
+    async def request(
+        self,
+        message: SendableMessage = None,
+        *,
+        headers: dict[str, Any] | None = None,
+        correlation_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Publish and wait for the handler's reply (the decoded body).
+
+        ``timeout`` defaults to ``Settings.request_timeout`` (30 s) on every transport.
+        """
+        return await self.bound.request(
+            message,
+            headers={**self.headers, **(headers or {})},
+            correlation_id=correlation_id,
+            timeout=timeout,
+        )
+
+
+@dataclass(frozen=True)
+class _Inclusion:
+    router: Router
+    prefix: str
+    dependencies: tuple[Dependant, ...]
+    middlewares: tuple[Any, ...]
+
+
+class Router:
+    """Broker-neutral declarations, in FastStream's vocabulary.
+
+    ::
+
+        router = Router(prefix="billing.")
+        invoices = router.publisher("invoices")
+
+        @router.subscriber("orders", group="billing", max_workers=4, max_attempts=5)
+        @invoices
+        async def bill(order: Order) -> Invoice: ...
+    """
+
+    def __init__(
+        self,
+        prefix: str = "",
+        *,
+        dependencies: Sequence[Dependant] = (),
+        middlewares: Sequence[Any] = (),
+        routers: Sequence[Router] = (),
+    ) -> None:
+        self.prefix = prefix
+        self.dependencies = tuple(dependencies)
+        self.middlewares = tuple(middlewares)
+        self.subscribers: list[SubscriberDeclaration] = []
+        self.publishers: list[PublisherHandle] = []
+        self.inclusions: list[_Inclusion] = []
+        for r in routers:
+            self.include_router(r)
+
+    def subscriber(
+        self,
+        channel: str,
+        *,
+        group: str | None = None,
+        max_workers: int = 1,
+        max_attempts: int | None = None,
+        retry: RetryPolicy | None = None,
+        lease_seconds: float = 30.0,
+        no_reply: bool = False,
+        dependencies: Sequence[Dependant] = (),
+        title: str | None = None,
+        description: str | None = None,
+        include_in_schema: bool = True,
+    ) -> Callable[[F], F]:
+        """Consume ``channel``; the same declaration runs on every transport.
+
+        Args:
+            group: Consumer group. Every group gets every message; workers of one group
+                (in any process) compete. Default: the group ``"default"``.
+            max_workers: Handlers running at once for this subscriber in one process.
+            max_attempts: Deliveries before a failing message is dead-lettered (5).
+            retry: Backoff between attempts (``RetryPolicy``); carries max_attempts too.
+            lease_seconds: How long a worker may go silent before its message is given
+                to another worker (transports with leases).
+            no_reply: Do not send the return value to a requester.
+        """
+        if not channel:
+            raise ConfigurationError("A subscriber needs a channel: @router.subscriber('orders')")
+        if max_workers < 1:
+            raise ConfigurationError(f"max_workers must be at least 1, got {max_workers}")
+        if retry is not None and max_attempts is not None and retry.max_attempts != max_attempts:
+            raise ConfigurationError(
+                f"max_attempts={max_attempts} contradicts retry.max_attempts="
+                f"{retry.max_attempts}: pass one of them."
+            )
+        policy = retry or (
+            RetryPolicy(max_attempts=max_attempts) if max_attempts else RetryPolicy()
+        )
+
+        def decorator(func: F) -> F:
+            decl = SubscriberDeclaration(
+                channel=channel,
+                call=func,
+                group=group,
+                max_workers=max_workers,
+                retry=policy,
+                lease_seconds=lease_seconds,
+                no_reply=no_reply,
+                dependencies=tuple(dependencies),
+                title=title,
+                description=description,
+                include_in_schema=include_in_schema,
+                publishers=list(getattr(func, _PENDING_PUBLISHERS, [])),
+            )
+            self.subscribers.append(decl)
+            setattr(func, _SUBSCRIPTIONS, [*getattr(func, _SUBSCRIPTIONS, []), decl])
+            return func
+
+        return decorator
+
+    def publisher(
+        self,
+        channel: str,
+        *,
+        headers: dict[str, Any] | None = None,
+        title: str | None = None,
+        description: str | None = None,
+        schema: Any | None = None,
+        include_in_schema: bool = True,
+    ) -> PublisherHandle:
+        """A publisher to ``channel``: decorate a handler with it, or ``await .publish()``."""
+        if not channel:
+            raise ConfigurationError("A publisher needs a channel: router.publisher('invoices')")
+        handle = PublisherHandle(
+            self,
+            channel,
+            headers=headers,
+            title=title,
+            description=description,
+            schema=schema,
+            include_in_schema=include_in_schema,
+        )
+        self.publishers.append(handle)
+        return handle
+
+    def include_router(
+        self,
+        router: Router,
+        *,
+        prefix: str = "",
+        dependencies: Sequence[Dependant] = (),
+        middlewares: Sequence[Any] = (),
+    ) -> None:
+        if not isinstance(router, Router):
+            raise ConfigurationError(
+                f"include_router() takes a msgcore.Router, got {type(router).__name__}. "
+                "Transport routers (RedisRouter, ...) belong to one broker only."
+            )
+        if router is self:
+            raise ConfigurationError("A router cannot include itself.")
+        self.inclusions.append(_Inclusion(router, prefix, tuple(dependencies), tuple(middlewares)))
+
+    def walk(self, prefix: str = "") -> Iterator[tuple[Router, str]]:
+        """This router and every included one, with the channel prefix each ends up with."""
+        full = f"{prefix}{self.prefix}"
+        yield self, full
+        for inc in self.inclusions:
+            yield from inc.router.walk(f"{full}{inc.prefix}")

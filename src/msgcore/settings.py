@@ -1,0 +1,109 @@
+"""``msgcore.Settings``: one URL picks the transport; everything else has a default.
+
+Read from the environment with the prefix ``MSGCORE_`` (nested fields with ``__``)::
+
+    MSGCORE_URL=redis://cache:6379/0
+    MSGCORE_STORE_URL=sqlite:///./state.db
+    MSGCORE_RABBIT__EXCHANGE=orders
+    MSGCORE_SQLITE__BUSY_TIMEOUT=10
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from msgcore.exceptions import InvalidURLError
+from msgcore.urls import redact_url
+
+__all__ = ["RabbitSettings", "RedisSettings", "Settings", "SqliteSettings", "Transport"]
+
+Transport = Literal["sqlite", "redis", "rabbit"]
+
+_SCHEMES: dict[str, Transport] = {
+    "sqlite": "sqlite",
+    "sqlite3": "sqlite",
+    "redis": "redis",
+    "rediss": "redis",
+    "amqp": "rabbit",
+    "amqps": "rabbit",
+}
+
+
+def transport_of(url: str) -> Transport:
+    """Which transport a URL selects; ``InvalidURLError`` if none."""
+    scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
+    try:
+        return _SCHEMES[scheme]
+    except KeyError:
+        raise InvalidURLError(
+            f"Cannot pick a transport for {redact_url(str(url))!r}: use sqlite:///path.db, "
+            "redis://host:6379/0 or amqp://user:password@host:5672/ (MSGCORE_URL)."
+        ) from None
+
+
+class SqliteSettings(BaseModel):
+    busy_timeout: float = Field(5.0, ge=0, description="Seconds a write waits for the lock.")
+    min_poll_interval: float = Field(0.001, gt=0)
+    max_poll_interval: float = Field(0.1, gt=0)
+    transactional_publish: bool = True
+
+
+class RedisSettings(BaseModel):
+    stream_prefix: str = Field("msgcore:", description="Prefix of every stream and key.")
+    polling_interval_ms: int = Field(100, gt=0, description="XREADGROUP block time.")
+    maxlen: int | None = Field(None, description="Approximate stream cap (None: unbounded).")
+
+
+class RabbitSettings(BaseModel):
+    exchange: str = Field("msgcore", description="The durable topic exchange channels use.")
+    prefetch: int = Field(32, gt=0, description="Unacked messages per consumer channel.")
+
+
+class Settings(BaseSettings):
+    """Where msgcore runs. ``Settings()`` reads ``MSGCORE_*`` environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MSGCORE_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    url: str = "sqlite:///./msgcore.db"
+    """The transport: ``sqlite://``, ``redis://`` or ``amqp://``."""
+    store_url: str | None = None
+    """Where job state and the result cache live (default: beside the transport)."""
+    request_timeout: float = Field(30.0, gt=0)
+    """Default timeout of request/reply on every transport."""
+    log_messages: bool = True
+    """FastStream's per-message log lines (they cost throughput; see docs/benchmarks.md)."""
+
+    sqlite: SqliteSettings = Field(default_factory=SqliteSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    rabbit: RabbitSettings = Field(default_factory=RabbitSettings)
+
+    @field_validator("url", "store_url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is not None:
+            transport_of(value)
+        return value
+
+    @property
+    def transport(self) -> Transport:
+        return transport_of(self.url)
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with its password replaced, for logs and output."""
+        return redact_url(self.url)
+
+    def __repr_args__(self):  # type: ignore[no-untyped-def]
+        for key, value in super().__repr_args__():
+            if key in {"url", "store_url"} and isinstance(value, str):
+                yield key, redact_url(value)
+            else:
+                yield key, value
