@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,22 @@ if TYPE_CHECKING:
 
     from msgcore.router import PublisherHandle, SubscriberDeclaration
     from msgcore.settings import Settings, Transport
+
+
+@dataclass(frozen=True)
+class DeadLetterRecord:
+    """A message given up on, as every transport reports it."""
+
+    channel: str
+    group: str
+    body: bytes
+    headers: dict[str, Any]
+    correlation_id: str | None
+    message_id: str | None
+    attempts: int
+    reason: str
+    error: str | None
+    failed_at: float
 
 
 class BoundPublisher(ABC):
@@ -79,3 +96,9 @@ class TransportAdapter(ABC):
         publishers: Sequence[Any],
     ) -> Any:
         """Declare ``decl`` on ``native_router`` consuming ``channel``; return the subscriber."""
+
+    @abstractmethod
+    async def dead_letters(
+        self, broker: Any, channel: str | None = None, *, limit: int = 100
+    ) -> list[DeadLetterRecord]:
+        """Dead letters of ``channel`` (all channels if None), oldest first."""

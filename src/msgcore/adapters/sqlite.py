@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from msgcore.adapters.base import BoundPublisher, TransportAdapter
+from msgcore.adapters.base import BoundPublisher, DeadLetterRecord, TransportAdapter
 from msgcore.naming import sqlite_queue
 from msgcore.sqlite import SqliteBroker, SqliteRouter
 
@@ -116,3 +116,23 @@ class SqliteAdapter(TransportAdapter):
         for pub in publishers:
             pub(wrapper)
         return subscriber
+
+    async def dead_letters(
+        self, broker: SqliteBroker, channel: str | None = None, *, limit: int = 100
+    ) -> list[DeadLetterRecord]:
+        queue = None if channel is None else sqlite_queue(channel)
+        return [
+            DeadLetterRecord(
+                channel=d.queue,
+                group=d.group,
+                body=d.body,
+                headers=d.headers,
+                correlation_id=d.correlation_id,
+                message_id=d.message_id,
+                attempts=d.attempts,
+                reason=d.reason,
+                error=d.error,
+                failed_at=d.failed_at,
+            )
+            for d in await broker.dead_letters(queue, limit=limit)
+        ]
