@@ -16,7 +16,11 @@ from msgcore.exceptions import (
     StorageError,
     StorageFullError,
 )
+from msgcore.app import create_app, create_broker
+from msgcore.message import Message, MessageView
 from msgcore.retry import RetryPolicy
+from msgcore.router import PublisherHandle, Router
+from msgcore.settings import RabbitSettings, RedisSettings, Settings, SqliteSettings
 from msgcore.urls import redact_url
 
 __version__ = "0.1.0"
@@ -31,13 +35,23 @@ __all__ = [
     "DeliveryError",
     "InvalidURLError",
     "LeaseLostError",
+    "Message",
+    "MessageView",
     "MsgcoreError",
     "PublishOutcomeUnknownError",
+    "PublisherHandle",
+    "RabbitSettings",
+    "RedisSettings",
     "RequestTimeoutError",
     "RetryPolicy",
+    "Router",
     "SchemaVersionError",
+    "Settings",
+    "SqliteSettings",
     "StorageError",
     "StorageFullError",
     "__version__",
+    "create_app",
+    "create_broker",
     "redact_url",
 ]
