@@ -10,10 +10,10 @@ Read from the environment with the prefix ``MSGCORE_`` (nested fields with ``__`
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from msgcore.exceptions import InvalidURLError
@@ -70,6 +70,8 @@ class Settings(BaseSettings):
         env_prefix="MSGCORE_",
         env_nested_delimiter="__",
         extra="ignore",
+        # validation errors must not echo values: URLs carry passwords
+        hide_input_in_errors=True,
     )
 
     url: str = "sqlite:///./msgcore.db"
@@ -85,12 +87,13 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     rabbit: RabbitSettings = Field(default_factory=RabbitSettings)
 
-    @field_validator("url", "store_url")
-    @classmethod
-    def _known_scheme(cls, value: str | None) -> str | None:
-        if value is not None:
-            transport_of(value)
-        return value
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        # Checked here rather than in a pydantic validator: a ValidationError would
+        # print the rejected URL, password included.
+        for url in (self.url, self.store_url):
+            if url is not None:
+                transport_of(url)
 
     @property
     def transport(self) -> Transport:

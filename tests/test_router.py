@@ -1,0 +1,144 @@
+"""The neutral Router: declarations, prefixes and binding, on the SQLite transport."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from msgcore import ConfigurationError, Message, RetryPolicy, Router, Settings, create_broker
+from msgcore.testing import TestClient
+
+
+class Order(BaseModel):
+    id: int
+    qty: int
+
+
+def _settings(tmp_path: Path) -> Settings:
+    return Settings(url=f"sqlite:///{tmp_path / 'r.db'}", log_messages=False)
+
+
+async def _wait_for(predicate: object, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_publisher_decorator_either_side_of_subscriber(tmp_path: Path) -> None:
+    router = Router()
+    out_a = router.publisher("a.out")
+    out_b = router.publisher("b.out")
+    in_a = router.publisher("a.in")
+    in_b = router.publisher("b.in")
+    seen: list[tuple[str, int]] = []
+
+    @router.subscriber("a.in")
+    @out_a
+    async def below(x: int) -> int:
+        return x + 1
+
+    @out_b
+    @router.subscriber("b.in")
+    async def above(x: int) -> int:
+        return x + 2
+
+    @router.subscriber("a.out")
+    async def sink_a(x: int) -> None:
+        seen.append(("a", x))
+
+    @router.subscriber("b.out")
+    async def sink_b(x: int) -> None:
+        seen.append(("b", x))
+
+    async with create_broker(router, settings=_settings(tmp_path)) as broker:
+        await broker.start()
+        await in_a.publish(1)
+        await in_b.publish(1)
+        await _wait_for(lambda: len(seen) == 2)
+    assert sorted(seen) == [("a", 2), ("b", 3)]
+
+
+async def test_prefixes_and_nested_routers(tmp_path: Path) -> None:
+    inner = Router(prefix="inner.")
+    outer = Router(prefix="outer.")
+    got: list[str] = []
+
+    @inner.subscriber("ping")
+    async def ping(x: str, msg: Message) -> None:
+        got.append(f"{x}@{msg.attempt}")
+
+    outer.include_router(inner, prefix="mid.")
+    pong = inner.publisher("ping")
+    async with create_broker(outer, settings=_settings(tmp_path)) as broker:
+        await broker.start()
+        assert pong.full_channel == "outer.mid.inner.ping"
+        await pong.publish("hi")
+        await _wait_for(lambda: got == ["hi@1"])
+        await broker.publish("direct", "outer.mid.inner.ping")
+        await _wait_for(lambda: len(got) == 2)
+
+
+async def test_typed_payloads_and_request_reply(tmp_path: Path) -> None:
+    router = Router()
+
+    @router.subscriber("price")
+    async def price(order: Order) -> dict[str, int]:
+        return {"id": order.id, "total": order.qty * 3}
+
+    quote = router.publisher("price")
+    async with create_broker(router, settings=_settings(tmp_path)) as broker:
+        await broker.start()
+        assert await quote.request(Order(id=7, qty=2)) == {"id": 7, "total": 6}
+
+
+async def test_two_brokers_from_one_router_do_not_share_publishers(tmp_path: Path) -> None:
+    router = Router()
+    out = router.publisher("out")
+
+    @router.subscriber("in")
+    @out
+    async def handler(x: int) -> int:
+        return x
+
+    first = create_broker(router, settings=Settings(url=f"sqlite:///{tmp_path / 'a.db'}"))
+    second = create_broker(router, settings=Settings(url=f"sqlite:///{tmp_path / 'b.db'}"))
+    first_wrappers = [h.handler for s in first.subscribers for h in s.calls]
+    second_wrappers = [h.handler for s in second.subscribers for h in s.calls]
+    assert first_wrappers and second_wrappers
+    assert first_wrappers[0] is not second_wrappers[0]
+    assert first_wrappers[0]._publishers is not second_wrappers[0]._publishers
+    assert len(first_wrappers[0]._publishers) == 1
+
+
+async def test_in_memory_test_client(tmp_path: Path) -> None:
+    router = Router()
+
+    @router.subscriber("orders")
+    async def handle(order: Order) -> None: ...
+
+    async with TestClient(create_broker(router, settings=_settings(tmp_path))) as broker:
+        await broker.publish({"id": 1, "qty": 2}, "orders")
+    assert handle is not None
+
+
+async def test_unbound_publisher_says_what_to_do() -> None:
+    router = Router()
+    handle = router.publisher("nowhere")
+    with pytest.raises(ConfigurationError, match="create_broker"):
+        await handle.publish(1)
+
+
+def test_declaration_errors() -> None:
+    router = Router()
+    with pytest.raises(ConfigurationError, match="contradicts"):
+        router.subscriber("x", max_attempts=3, retry=RetryPolicy(max_attempts=4))
+    with pytest.raises(ConfigurationError, match="max_workers"):
+        router.subscriber("x", max_workers=0)
+    with pytest.raises(ConfigurationError, match="channel"):
+        router.subscriber("")
+    with pytest.raises(ConfigurationError, match=r"msgcore\.Router"):
+        router.include_router(object())  # type: ignore[arg-type]
