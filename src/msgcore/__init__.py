@@ -2,6 +2,7 @@
 
 import logging
 
+from msgcore.app import create_app, create_broker
 from msgcore.exceptions import (
     ConfigurationError,
     DatabaseLockedError,
@@ -16,7 +17,6 @@ from msgcore.exceptions import (
     StorageError,
     StorageFullError,
 )
-from msgcore.app import create_app, create_broker
 from msgcore.message import Message, MessageView
 from msgcore.retry import RetryPolicy
 from msgcore.router import PublisherHandle, Router
