@@ -1,12 +1,15 @@
 """Shared fixtures: unique SQLite files, and real Redis/RabbitMQ servers.
 
-Servers come from msgcore's pytest plugin (msgcore.testing.plugin): env URL, then a
-testcontainer, then skip -- or fail under CI=true.
+Servers: ``MSGCORE_TEST_REDIS_URL`` / ``MSGCORE_TEST_RABBIT_URL`` if set; else the
+server on its default port of 127.0.0.1 if one answers there (as the README says); else
+msgcore's pytest plugin (msgcore.testing.plugin): a testcontainer, then skip -- or fail
+under CI=true.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from pathlib import Path
 
@@ -14,15 +17,30 @@ import pytest
 
 from msgcore.urls import redact_url
 
+LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
+LOCAL_RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def _local_port_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
 
 @pytest.fixture(scope="session")
-def redis_url(msgcore_redis_url: str) -> str:
-    return msgcore_redis_url
+def redis_url(request: pytest.FixtureRequest) -> str:
+    if "MSGCORE_TEST_REDIS_URL" not in os.environ and _local_port_answers(6379):
+        return LOCAL_REDIS_URL
+    return str(request.getfixturevalue("msgcore_redis_url"))
 
 
 @pytest.fixture(scope="session")
-def rabbit_url(msgcore_rabbit_url: str) -> str:
-    return msgcore_rabbit_url
+def rabbit_url(request: pytest.FixtureRequest) -> str:
+    if "MSGCORE_TEST_RABBIT_URL" not in os.environ and _local_port_answers(5672):
+        return LOCAL_RABBIT_URL
+    return str(request.getfixturevalue("msgcore_rabbit_url"))
 
 
 @pytest.fixture
@@ -44,7 +62,8 @@ def unique() -> str:
 
 
 def pytest_report_header() -> list[str]:
+    fallback = "(127.0.0.1 if it answers, else testcontainers/skip)"
     return [
-        f"redis: {redact_url(os.environ.get('MSGCORE_TEST_REDIS_URL', '(testcontainers/skip)'))}",
-        f"rabbit: {redact_url(os.environ.get('MSGCORE_TEST_RABBIT_URL', '(testcontainers/skip)'))}",
+        f"redis: {redact_url(os.environ.get('MSGCORE_TEST_REDIS_URL', fallback))}",
+        f"rabbit: {redact_url(os.environ.get('MSGCORE_TEST_RABBIT_URL', fallback))}",
     ]

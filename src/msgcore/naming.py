@@ -6,11 +6,31 @@ from msgcore.constants import DEFAULT_GROUP
 
 __all__ = [
     "rabbit_dead_letter_queue",
+    "rabbit_delay_queue",
     "rabbit_group_queue",
     "rabbit_routing_key",
+    "rabbit_unrouted_exchange",
+    "rabbit_unrouted_queue",
+    "rabbit_wait_queue",
+    "redis_dead_letter_index",
+    "redis_dead_letter_stream",
+    "redis_delayed_set",
+    "redis_retry_set",
+    "redis_retry_stream",
     "redis_stream",
     "sqlite_queue",
 ]
+
+# Redis keys msgcore keeps beside a channel's stream. Their names start with the stream
+# prefix and an underscore, so a channel named like one of them is refused at bind time
+# (``REDIS_RESERVED_CHANNEL_PREFIXES``).
+REDIS_RESERVED_CHANNEL_PREFIXES = (
+    "_dead:",
+    "_dead-channels",
+    "_delayed:",
+    "_retry:",
+    "_retry-due:",
+)
 
 
 def sqlite_queue(channel: str) -> str:
@@ -19,6 +39,31 @@ def sqlite_queue(channel: str) -> str:
 
 def redis_stream(channel: str, prefix: str = "msgcore:") -> str:
     return f"{prefix}{channel}"
+
+
+def redis_delayed_set(channel: str, prefix: str = "msgcore:") -> str:
+    """Sorted set of messages published to ``channel`` with a delay, scored by due time."""
+    return f"{prefix}_delayed:{channel}"
+
+
+def redis_retry_stream(channel: str, group: str | None, prefix: str = "msgcore:") -> str:
+    """Stream of redeliveries of ``channel`` for one consumer group only."""
+    return f"{prefix}_retry:{group or DEFAULT_GROUP}@{channel}"
+
+
+def redis_retry_set(channel: str, group: str | None, prefix: str = "msgcore:") -> str:
+    """Sorted set of one group's retries of ``channel`` waiting for their backoff."""
+    return f"{prefix}_retry-due:{group or DEFAULT_GROUP}@{channel}"
+
+
+def redis_dead_letter_stream(channel: str, prefix: str = "msgcore:") -> str:
+    """Stream of the dead-letter records of ``channel`` (every group)."""
+    return f"{prefix}_dead:{channel}"
+
+
+def redis_dead_letter_index(prefix: str = "msgcore:") -> str:
+    """Set of the channels that have a dead-letter stream."""
+    return f"{prefix}_dead-channels"
 
 
 def rabbit_routing_key(channel: str) -> str:
@@ -31,3 +76,23 @@ def rabbit_group_queue(channel: str, group: str | None) -> str:
 
 def rabbit_dead_letter_queue(channel: str, group: str | None) -> str:
     return f"{rabbit_group_queue(channel, group)}.dead"
+
+
+def rabbit_wait_queue(queue: str, ttl_ms: int) -> str:
+    """Where a message waits ``ttl_ms`` before it returns to ``queue`` (one group) only."""
+    return f"{queue}.wait.{ttl_ms}"
+
+
+def rabbit_delay_queue(channel: str, ttl_ms: int, exchange: str = "msgcore") -> str:
+    """Where a delayed publish to ``channel`` waits ``ttl_ms`` before every group gets it."""
+    return f"{exchange}.delay.{ttl_ms}.{channel}"
+
+
+def rabbit_unrouted_exchange(exchange: str = "msgcore") -> str:
+    """The alternate exchange of ``exchange``: gets what no group queue is bound for."""
+    return f"{exchange}.unrouted"
+
+
+def rabbit_unrouted_queue(channel: str, exchange: str = "msgcore") -> str:
+    """Messages to ``channel`` published before any group existed, kept for the first."""
+    return f"{exchange}.unrouted.{channel}"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from msgcore.exceptions import ConfigurationError
-
 if TYPE_CHECKING:
     from msgcore.adapters.base import TransportAdapter
     from msgcore.settings import Settings
@@ -18,8 +16,10 @@ def adapter_for(settings: Settings) -> TransportAdapter:
         from msgcore.adapters.sqlite import SqliteAdapter
 
         return SqliteAdapter(settings)
-    # Redis and RabbitMQ adapters land with the rest of issue 3.
-    raise ConfigurationError(
-        f"msgcore.Router cannot bind to {transport} in this version yet; use a sqlite:/// "
-        "URL, or FastStream's own broker for that transport."
-    )
+    if transport == "redis":
+        from msgcore.adapters.redis import RedisAdapter
+
+        return RedisAdapter(settings)
+    from msgcore.adapters.rabbit import RabbitAdapter
+
+    return RabbitAdapter(settings)

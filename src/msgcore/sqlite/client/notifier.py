@@ -98,7 +98,9 @@ class Notifier:
                 )
                 version = last
                 self._interval = self.max_interval
-            if last is not None and version != last:
+            # The first read has nothing to compare with: a commit may have landed between
+            # a consumer's empty claim and now, so wake everyone to look once.
+            if last is None or version != last:
                 self._notify_all()
                 self._interval = self.min_interval
             else:
