@@ -11,21 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import threading
 import time
+from dataclasses import dataclass
 
 import psutil
 
-SERVER_NAMES = ("redis-server", "beam.smp", "epmd", "erl_child_setup", "inet_gethost")
-SERVER_USERS = ("rabbitmq", "redis")
+SERVER_NAMES: dict[str, tuple[str, ...]] = {
+    "redis": ("redis-server",),
+    "rabbit": ("beam.smp", "epmd", "erl_child_setup", "inet_gethost"),
+}
+SERVER_USERS: dict[str, tuple[str, ...]] = {"redis": ("redis",), "rabbit": ("rabbitmq",)}
 
 
-def server_pids() -> set[int]:
-    """Local Redis / RabbitMQ server processes (by name or service user)."""
-    pids: set[int] = set()
+def server_pids() -> dict[str, set[int]]:
+    """Local Redis / RabbitMQ server processes by server kind (by name or service user)."""
+    pids: dict[str, set[int]] = {kind: set() for kind in SERVER_NAMES}
     for proc in psutil.process_iter(["name", "username"]):
         info = proc.info
-        if info.get("name") in SERVER_NAMES or info.get("username") in SERVER_USERS:
-            pids.add(proc.pid)
+        for kind, names in SERVER_NAMES.items():
+            if info.get("name") in names or info.get("username") in SERVER_USERS[kind]:
+                pids[kind].add(proc.pid)
     return pids
 
 
@@ -53,6 +60,32 @@ def _busy_cpu() -> float:
     idle = t.idle + getattr(t, "iowait", 0.0)
     guest = getattr(t, "guest", 0.0) + getattr(t, "guest_nice", 0.0)
     return float(sum(t) - idle - guest)
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """Cumulative CPU seconds: this process, its event-loop (main) thread, the servers."""
+
+    process: float
+    main_thread: float
+    servers: float
+
+    def __sub__(self, other: CpuSample) -> CpuSample:
+        return CpuSample(
+            self.process - other.process,
+            self.main_thread - other.main_thread,
+            self.servers - other.servers,
+        )
+
+
+def cpu_sample(servers: set[int]) -> CpuSample:
+    me = psutil.Process()
+    t = me.cpu_times()
+    main_id = threading.main_thread().native_id
+    main = next(
+        (th.user_time + th.system_time for th in me.threads() if th.id == main_id), math.nan
+    )
+    return CpuSample(float(t.user + t.system), float(main), sum(_proc_cpu(pid) for pid in servers))
 
 
 class CpuWatch:

@@ -57,6 +57,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=loops.default_loop(),
         help="event loop (default: uvloop where importable); 'both' runs uvloop then asyncio",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        help="runs per measurement of A/B/C/E, the median is reported (default 1)",
+    )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument(
         "--only", type=_csv(TARGET_KEYS), help=f"targets, comma separated: {','.join(TARGET_KEYS)}"
@@ -80,6 +85,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         help="background CPU, in %% of one core, that counts as noisy (default 25)",
     )
+    parser.add_argument(
+        "--cpus",
+        help="pin the benchmark (and its subprocesses) to these CPUs, e.g. '1' or '0,1' "
+        "(Linux; like taskset). Servers stay where they are.",
+    )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="measure nothing: print (and --markdown) the tables of earlier --json files together",
+    )
     parser.add_argument("--json", type=Path, help="write machine info and all results here")
     parser.add_argument("--markdown", type=Path, help="write the tables as Markdown here")
     return parser.parse_args(argv)
@@ -93,6 +110,7 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
         "requests": args.requests,
         "idle_seconds": args.idle_seconds,
         "warmup": args.warmup,
+        "repeat": args.repeat,
         "targets": args.only,
         "scenarios": args.scenarios,
         "quiet_wait": args.quiet_wait,
@@ -102,14 +120,48 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
     if args.no_server_cross_process:
         changes["cross_process_servers"] = False
     settings = dataclasses.replace(base, **changes)
-    if settings.n < 1 or settings.batch_size < 1 or settings.requests < 1:
-        raise SystemExit("--n, --batch-size and --requests must be positive")
+    if min(settings.n, settings.batch_size, settings.requests, settings.repeat) < 1:
+        raise SystemExit("--n, --batch-size, --requests and --repeat must be positive")
     return settings
+
+
+def pin_cpus(spec: str) -> None:
+    try:
+        cpus = {int(c) for c in spec.split(",") if c.strip()}
+        os.sched_setaffinity(0, cpus)
+    except (ValueError, OSError, AttributeError) as exc:
+        raise SystemExit(f"--cpus {spec!r}: {exc}") from None
+
+
+def report_saved(args: argparse.Namespace) -> int:
+    """``--from-json``: one set of tables from several saved runs (e.g. uvloop + asyncio)."""
+    console = Console(width=None if sys.stdout.isatty() else 200, log_path=False)
+    runs = [json.loads(path.read_text()) for path in args.from_json]
+    results = [Result.from_dict(r) for run in runs for r in run["results"]]
+    setups: dict[str, str] = {}
+    for run in runs:
+        setups.update(run.get("setups", {}))
+    first = runs[0]
+    n, requests = first["settings"]["n"], first["settings"]["requests"]
+    if any(run["settings"]["n"] != n or run["settings"]["requests"] != requests for run in runs):
+        console.print("[yellow]the files were measured with different --n/--requests[/]")
+    tables = build_tables(results, n=n, requests=requests, setups=setups)
+    print_tables(console, tables)
+    if args.markdown:
+        args.markdown.write_text(
+            markdown_machine(first["machine"]) + "\n\n" + markdown_tables(tables) + "\n"
+        )
+        console.print(f"wrote {args.markdown}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.from_json:
+        return report_saved(args)
     settings = settings_from(args)
+    if args.cpus:
+        pin_cpus(args.cpus)
     if args.loop == "uvloop" and not loops.uvloop_available():
         raise SystemExit("uvloop is not importable here: pass --loop asyncio")
     loop_names = list(loops.LOOPS) if args.loop == "both" else [args.loop]
@@ -117,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop_names.remove("uvloop")
 
     # Wide enough for the tables when the output goes to a file or a pipe.
-    console = Console(width=None if sys.stdout.isatty() else 200)
+    console = Console(width=None if sys.stdout.isatty() else 200, log_path=False)
     servers = Servers()
     run_id = f"{dt.datetime.now():%Y%m%d%H%M%S}-{os.getpid()}"
     prefix = f"msgcore-bench-{run_id}"
@@ -128,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(", ".join(f"{k}: {v}" for k, v in machine.items()))
     console.print(
         f"settings: n={settings.n:,} batch={settings.batch_size} requests={settings.requests:,} "
-        f"idle={settings.idle_seconds:g}s warmup={settings.warmup} loops={','.join(loop_names)} "
+        f"idle={settings.idle_seconds:g}s warmup={settings.warmup} repeat={settings.repeat} "
+        f"loops={','.join(loop_names)} "
         f"targets={','.join(settings.targets)} scenarios={','.join(settings.scenarios)}"
     )
 

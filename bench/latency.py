@@ -69,12 +69,19 @@ async def cross_process(
         "--workdir", str(workdir),
         "--loop", loop,
     ]  # fmt: skip
-    async with spawn_app("bench.apps.responder", args, workdir=workdir):
+    async with spawn_app("bench.apps.responder", args, workdir=workdir) as app:
         broker = target.make_broker(log=False)
         await start_broker(broker, log=False)
         try:
             return await _measure(
                 target, broker, requests=requests, warmup=warmup, reply_timeout=reply_timeout
             )
+        except Exception as exc:
+            if app.proc.returncode is None:
+                raise
+            raise BenchError(
+                f"{type(exc).__name__}: {exc}; the responder exited with code "
+                f"{app.proc.returncode}: {app.stderr_tail() or '(no stderr)'}"
+            ) from exc
         finally:
             await stop_broker(broker)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from bench.access_log import access_log_to_devnull
+from bench.results import BenchError
 
 PAD = "x" * 64
 """Every message body is ``{"i": <int>, "pad": PAD}``: about 90 bytes of JSON."""
@@ -25,15 +25,10 @@ async def start_broker(broker: Any, *, log: bool) -> None:
 
 
 async def stop_broker(broker: Any, *, grace: float = 30.0) -> None:
-    async with asyncio.timeout(grace):
-        await broker.stop()
-
-
-class Deadline:
-    """Seconds left of a budget, for waits inside a measurement."""
-
-    def __init__(self, seconds: float) -> None:
-        self.at = time.monotonic() + seconds
-
-    def left(self, floor: float = 0.1) -> float:
-        return max(self.at - time.monotonic(), floor)
+    try:
+        async with asyncio.timeout(grace):
+            await broker.stop()
+    except TimeoutError:
+        raise BenchError(
+            f"{type(broker).__name__}.stop() did not return within {grace:g} s"
+        ) from None

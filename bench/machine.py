@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import platform
 import sqlite3
@@ -72,6 +73,24 @@ def _git_revision() -> str:
     return f"{rev} (src/ has uncommitted changes)" if dirty else rev
 
 
+def _source_digest() -> str:
+    """Short hash of src/msgcore's Python files: which code the numbers belong to."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "src" / "msgcore").rglob("*.py")):
+        digest.update(str(path.relative_to(ROOT)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _affinity() -> str:
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return "unknown"
+    pinned = len(cpus) < (os.cpu_count() or len(cpus))
+    return ",".join(map(str, cpus)) + (" (pinned)" if pinned else " (all)")
+
+
 def _version(package: str) -> str:
     try:
         return metadata.version(package)
@@ -113,6 +132,7 @@ async def describe_machine(servers: Servers) -> dict[str, str]:
     info = {
         "cpu": _cpu_model(),
         "cores": f"{os.cpu_count()} logical, {psutil.cpu_count(logical=False)} physical",
+        "benchmark CPU affinity": _affinity(),
         "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
         "os": f"{platform.system()} {platform.release()} {platform.machine()}",
         "python": sys.version.split()[0] + f" ({platform.python_implementation()})",
@@ -121,6 +141,7 @@ async def describe_machine(servers: Servers) -> dict[str, str]:
         "redis server": await _redis_version(servers.redis_url),
         "rabbitmq server": await _rabbit_version(servers.rabbit_url),
         "msgcore git": _git_revision(),
+        "msgcore src sha256": _source_digest(),
     }
     for package in PACKAGES:
         info[package] = _version(package)

@@ -60,6 +60,8 @@ class BenchSettings:
     scenarios: tuple[str, ...] = SCENARIO_KEYS
     cross_process_servers: bool = True
     """Also measure Redis and RabbitMQ request/reply across processes."""
+    repeat: int = 1
+    """Runs per measurement (A, B, C, E); the median run is reported."""
     quiet_threshold_pct: float = 25.0
     """Background CPU (percent of one core) above which a measurement waits, then is flagged."""
     quiet_wait: float = 10.0

@@ -30,11 +30,14 @@ class AppProcess:
     def pid(self) -> int:
         return self.proc.pid
 
-    def stderr_tail(self, chars: int = 2000) -> str:
+    def stderr_tail(self, lines: int = 3) -> str:
+        """The last lines of the helper's stderr (a traceback's last lines name the error)."""
         try:
-            return self.stderr_path.read_text(errors="replace")[-chars:].strip()
+            text = self.stderr_path.read_text(errors="replace")
         except OSError:
             return ""
+        kept = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+        return " | ".join(kept)
 
     async def wait_ready(self, within: float) -> None:
         assert self.proc.stdout is not None

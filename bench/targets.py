@@ -7,6 +7,7 @@ from the same ``(key, endpoint, workdir)`` and so meet on the same endpoint.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sqlite3
@@ -35,6 +36,8 @@ def logger_kwargs(log: bool) -> dict[str, Any]:
 class Target(ABC):
     key: ClassVar[str]
     title: ClassVar[str]
+    server: ClassVar[str | None] = None
+    """The server process kind behind this target ("redis", "rabbit"), if any."""
     supports_batch: ClassVar[bool] = False
 
     def __init__(self, endpoint: str, workdir: Path, servers: Servers) -> None:
@@ -118,6 +121,8 @@ def _remove_database(path: Path) -> None:
 
 
 class _RedisTarget(Target):
+    server = "redis"
+
     def make_broker(self, *, log: bool) -> RedisBroker:
         return RedisBroker(self.servers.redis_url, **logger_kwargs(log))
 
@@ -127,6 +132,20 @@ class _RedisTarget(Target):
             await client.delete(self.endpoint)
         finally:
             await client.aclose()
+
+    async def persistence(self) -> str:
+        """The server's persistence settings (what a publish is durable against)."""
+        client = Redis.from_url(self.servers.redis_url, decode_responses=True)
+        try:
+            aof = (await client.config_get("appendonly")).get("appendonly", "?")
+            fsync = (await client.config_get("appendfsync")).get("appendfsync", "?")
+            save = (await client.config_get("save")).get("save", "?")
+        except Exception as exc:
+            return f"server persistence unknown ({type(exc).__name__})"
+        finally:
+            await client.aclose()
+        snapshots = f"save='{save}'" if save else "no RDB snapshots"
+        return f"server: appendonly={aof} (appendfsync={fsync}), {snapshots}"
 
 
 class RedisListTarget(_RedisTarget):
@@ -154,7 +173,7 @@ class RedisListTarget(_RedisTarget):
             await client.aclose()
 
     async def describe(self) -> str:
-        return "list subscriber, default polling"
+        return f"ListSub defaults (BLPOP, polling_interval 0.1 s); {await self.persistence()}"
 
 
 class RedisStreamTarget(_RedisTarget):
@@ -172,11 +191,12 @@ class RedisStreamTarget(_RedisTarget):
         return await broker.request(body, stream=self.endpoint, timeout=reply_timeout)
 
     async def describe(self) -> str:
-        return "StreamSub(group, consumer), XACK per message"
+        return f"StreamSub(group, consumer), XACK per message; {await self.persistence()}"
 
 
 class RabbitTarget(Target):
     key = "rabbit"
+    server = "rabbit"
     title = "FastStream RabbitBroker (durable queue)"
 
     def make_broker(self, *, log: bool) -> RabbitBroker:
@@ -192,7 +212,10 @@ class RabbitTarget(Target):
         return await broker.request(body, queue=self.endpoint, timeout=reply_timeout)
 
     async def describe(self) -> str:
-        return "durable queue, default exchange, broker defaults"
+        return (
+            "durable queue via the default exchange; FastStream defaults: transient messages "
+            "(persist=False), publisher confirms on"
+        )
 
     async def cleanup(self) -> None:
         connection = await aio_pika.connect(self.servers.rabbit_url)
@@ -214,6 +237,32 @@ def make_target(key: str, endpoint: str, workdir: Path, servers: Servers) -> Tar
     except KeyError:
         raise ValueError(f"unknown target {key!r}: choose from {', '.join(TARGETS)}") from None
     return cls(endpoint, workdir, servers)
+
+
+async def reachable(servers: Servers, server: str, within: float = 5.0) -> str | None:
+    """None when the server answers, else why not (for ``redis`` or ``rabbit``)."""
+    try:
+        async with asyncio.timeout(within):
+            if server == "redis":
+                client = Redis.from_url(servers.redis_url)
+                try:
+                    await client.ping()
+                finally:
+                    await client.aclose()
+            else:
+                connection = await aio_pika.connect(servers.rabbit_url)
+                await connection.close()
+    except Exception as exc:
+        url = _redact(servers.redis_url if server == "redis" else servers.rabbit_url)
+        return f"{server} at {url} unreachable ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return f"{scheme}{sep}{rest}"
 
 
 async def sweep_redis(url: str, prefix: str) -> int:

@@ -10,6 +10,7 @@ import gc
 import time
 from typing import Any
 
+from bench.background import cpu_sample
 from bench.lifecycle import make_body, start_broker, stop_broker
 from bench.results import BenchError
 from bench.targets import Target
@@ -55,7 +56,15 @@ async def _wait_all(tally: Tally, seconds: float, what: str) -> None:
         ) from None
 
 
-async def end_to_end(target: Target, *, n: int, warmup: int, log: bool) -> dict[str, float]:
+async def end_to_end(
+    target: Target,
+    *,
+    n: int,
+    warmup: int,
+    log: bool,
+    servers: set[int] | frozenset[int] = frozenset(),
+) -> dict[str, float]:
+    """Publish ``n`` after a warm-up; ``servers`` are pids whose CPU is charged per message."""
     tally = Tally()
 
     async def handle(body: dict[str, Any]) -> None:
@@ -73,11 +82,13 @@ async def end_to_end(target: Target, *, n: int, warmup: int, log: bool) -> dict[
         gc.collect()
 
         tally.expect(0, n)
+        cpu_before = cpu_sample(set(servers))
         start = time.perf_counter()
         for i in range(n):
             await target.publish(broker, make_body(i))
         published = time.perf_counter()
         await _wait_all(tally, max(30.0, 2 * (published - start)), "timed run")
+        cpu = cpu_sample(set(servers)) - cpu_before
         elapsed = tally.last_at - start
         # Give a redelivery a moment to show up before counting duplicates.
         await asyncio.sleep(0.05)
@@ -87,6 +98,9 @@ async def end_to_end(target: Target, *, n: int, warmup: int, log: bool) -> dict[
             "publish_msg_per_s": n / (published - start),
             "drain_seconds": max(tally.last_at - published, 0.0),
             "duplicates": float(tally.duplicates),
+            "cpu_us_per_msg": 1e6 * cpu.process / n,
+            "loop_thread_cpu_us_per_msg": 1e6 * cpu.main_thread / n,
+            "server_cpu_us_per_msg": 1e6 * cpu.servers / n,
             "n": float(n),
         }
     finally:
