@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -31,6 +32,13 @@ from .base import Claim, DeadLetter, OutgoingMessage, QueueTransport, StoredMess
 from .errors import storage_error
 
 T = TypeVar("T")
+
+# Batches above this many rows are written on the worker thread: the event loop must
+# not stall for milliseconds.
+_INLINE_MAX_ROWS = 64
+# Write transactions between WAL checkpoints (auto-checkpointing is off: it would
+# fsync on the event-loop thread).
+_CHECKPOINT_EVERY = 256
 _WriteOp = Callable[[sqlite3.Connection], Any]
 
 
@@ -60,12 +68,21 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc)
 
 
+class _WouldBlock(Exception):
+    """Raised instead of waiting for the write lock on the event-loop thread."""
+
+
+_mode = threading.local()
+"""``_mode.inline`` is True while an operation runs on the event-loop thread."""
+
+
 def _locked(c: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], busy_timeout: float) -> T:
     """Run ``fn`` in a write transaction, waiting up to ``busy_timeout`` for the lock.
 
     SQLite's own busy handler first sleeps a whole millisecond and then longer; write
     transactions here last tens of microseconds, so retrying in finer steps keeps
-    several processes on one file from idling in each other's way.
+    several processes on one file from idling in each other's way. On the event-loop
+    thread it never waits: the operation moves to the worker thread instead.
     """
     deadline = time.monotonic() + busy_timeout
     pause = 0.00005
@@ -74,7 +91,11 @@ def _locked(c: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], busy_t
             c.execute("BEGIN IMMEDIATE")
             break
         except sqlite3.OperationalError as exc:
-            if not _is_busy(exc) or time.monotonic() >= deadline:
+            if not _is_busy(exc):
+                raise
+            if getattr(_mode, "inline", False):
+                raise _WouldBlock from exc
+            if time.monotonic() >= deadline:
                 raise
             time.sleep(pause)
             pause = min(pause * 2, 0.002)
@@ -116,9 +137,15 @@ def _row_to_message(
 class SqliteClient(QueueTransport):
     """The SQLite implementation of :class:`QueueTransport`."""
 
-    def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:
+    def __init__(self, path: str, *, busy_timeout: float = 5.0, inline: bool = True) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
+        self.inline = inline
+        """Run short operations on the event-loop thread (see ``_run``)."""
+        self._threaded = 0
+        self._commits = 0
+        self._checkpoint: asyncio.Future[None] | None = None
+        self._heavy: set[_WriteOp] = set()
         self._conn: aiosqlite.Connection | None = None
         self._pending: list[tuple[_WriteOp, asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -191,6 +218,8 @@ class SqliteClient(QueueTransport):
             self._conn = None
 
     async def close(self) -> None:
+        if self._checkpoint is not None:
+            await asyncio.gather(self._checkpoint, return_exceptions=True)
         if self._writer is not None:
             # Let queued settlements commit: dropping an ack here would redeliver.
             await asyncio.gather(self._writer, return_exceptions=True)
@@ -219,13 +248,53 @@ class SqliteClient(QueueTransport):
             )
         return self._conn
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], *, heavy: bool = False) -> T:
+        """Run ``fn`` with the connection, on this thread when that cannot block.
+
+        Handing every statement to aiosqlite's thread costs two thread switches and a
+        GIL hand-over between cores, more than the SQL itself (tens of microseconds in
+        WAL mode). So short operations run right here while the worker thread is idle;
+        anything that would wait for the write lock, and heavy batches, go to the thread.
+        """
         conn = self._connection()
+        if self.inline and not heavy and self._threaded == 0:
+            _mode.inline = True
+            try:
+                result = fn(conn._conn)
+            except _WouldBlock:
+                pass  # another connection holds the write lock: wait on the thread
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise storage_error(
+                        exc, path=self.path, busy_timeout=self.busy_timeout
+                    ) from exc
+            except sqlite3.Error as exc:
+                raise storage_error(exc, path=self.path, busy_timeout=self.busy_timeout) from exc
+            else:
+                return result
+            finally:
+                _mode.inline = False
+        self._threaded += 1
         try:
-            result: T = await conn._execute(fn, conn._conn)  # type: ignore[no-untyped-call]
+            result = await conn._execute(fn, conn._conn)  # type: ignore[no-untyped-call]
         except sqlite3.Error as exc:
             raise storage_error(exc, path=self.path, busy_timeout=self.busy_timeout) from exc
+        finally:
+            self._threaded -= 1
         return result
+
+    def _committed(self) -> None:
+        """Count write transactions; checkpoint the WAL off the event loop now and then."""
+        self._commits += 1
+        if self._commits % _CHECKPOINT_EVERY == 0 and (
+            self._checkpoint is None or self._checkpoint.done()
+        ):
+            self._checkpoint = asyncio.ensure_future(self._wal_checkpoint())
+
+    async def _wal_checkpoint(self) -> None:
+        # PASSIVE never waits for other connections; it copies what it can.
+        with contextlib.suppress(StorageError):
+            await self._run(lambda c: c.execute(q.WAL_CHECKPOINT).fetchall(), heavy=True)
 
     def _write(self, op: _WriteOp) -> asyncio.Future[Any]:
         """Queue a write for the next group commit."""
@@ -239,9 +308,12 @@ class SqliteClient(QueueTransport):
         while self._pending:
             batch, self._pending = self._pending, []
             ops = [op for op, _ in batch]
+            heavy = any(op in self._heavy for op in ops)
+            self._heavy.difference_update(ops)
             try:
                 results = await self._run(
-                    partial(_transaction, ops=ops, busy_timeout=self.busy_timeout)
+                    partial(_transaction, ops=ops, busy_timeout=self.busy_timeout),
+                    heavy=heavy,
                 )
             except BaseException as exc:
                 self._touched.clear()
@@ -255,6 +327,7 @@ class SqliteClient(QueueTransport):
                 if not isinstance(exc, Exception):
                     raise
                 continue
+            self._committed()
             touched, self._touched = self._touched, set()
             if touched and self.on_commit is not None:
                 self.on_commit(touched)
@@ -270,7 +343,13 @@ class SqliteClient(QueueTransport):
 
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         if messages:
-            await self._write(lambda c: _insert_messages(c, messages, self._touched))
+
+            def op(c: sqlite3.Connection) -> None:
+                _insert_messages(c, messages, self._touched)
+
+            if len(messages) > _INLINE_MAX_ROWS:
+                self._heavy.add(op)
+            await self._write(op)
 
     async def register_group(self, queue: str, group: str) -> None:
         def op(c: sqlite3.Connection) -> None:

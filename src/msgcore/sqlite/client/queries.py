@@ -27,6 +27,8 @@ from msgcore.constants import (
 PRAGMAS: Final = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
+    # checkpoints run from SqliteClient on the worker thread instead
+    "PRAGMA wal_autocheckpoint=0",
     "PRAGMA foreign_keys=OFF",
     "PRAGMA temp_store=MEMORY",
 )
@@ -195,3 +197,4 @@ SELECT COUNT(*) FROM {MSGS} WHERE queue = ? AND (? IS NULL OR grp = ?)
 """
 
 DATA_VERSION: Final = "PRAGMA data_version"
+WAL_CHECKPOINT: Final = "PRAGMA wal_checkpoint(PASSIVE)"
