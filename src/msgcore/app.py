@@ -82,7 +82,10 @@ def create_broker(*routers: Router, settings: Settings | None = None) -> Any:
                     natives[handle] = adapter.publisher(node.native, handle.full_channel, handle)
                     handle._bind(adapter.bind_publisher(broker, natives[handle]))
                 publishers.append(natives[handle])
-            adapter.subscribe(node.native, decl, f"{node.prefix}{decl.channel}", publishers)
+            subscriber = adapter.subscribe(node.native, decl, f"{node.prefix}{decl.channel}")
+            wrapper = subscriber(decl.call)
+            for publisher in publishers:
+                publisher(wrapper)
 
     for root in roots:
         _include(root)

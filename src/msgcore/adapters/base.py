@@ -93,9 +93,12 @@ class TransportAdapter(ABC):
         native_router: Any,
         decl: SubscriberDeclaration,
         channel: str,
-        publishers: Sequence[Any],
     ) -> Any:
-        """Declare ``decl`` on ``native_router`` consuming ``channel``; return the subscriber."""
+        """Declare a subscriber for ``decl`` on ``native_router`` consuming ``channel``.
+
+        Returns the transport subscriber; ``create_broker`` attaches the handler and its
+        publishers to it, the same way for every transport.
+        """
 
     @abstractmethod
     async def dead_letters(

@@ -98,7 +98,6 @@ class SqliteAdapter(TransportAdapter):
         native_router: SqliteRouter,
         decl: SubscriberDeclaration,
         channel: str,
-        publishers: Sequence[Any],
     ) -> SqliteSubscriber:
         subscriber = native_router.subscriber(
             sqlite_queue(channel),
@@ -112,9 +111,6 @@ class SqliteAdapter(TransportAdapter):
             description=decl.description,
             include_in_schema=decl.include_in_schema,
         )
-        wrapper = subscriber(decl.call)
-        for pub in publishers:
-            pub(wrapper)
         return subscriber
 
     async def dead_letters(

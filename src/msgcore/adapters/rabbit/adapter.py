@@ -175,7 +175,6 @@ class RabbitAdapter(TransportAdapter):
         native_router: RabbitRouter,
         decl: SubscriberDeclaration,
         channel: str,
-        publishers: Sequence[Any],
     ) -> MsgcoreRabbitSubscriber:
         check_names(self.settings.rabbit.exchange, channel, groups=(decl.group,))
         self._check_lease(channel, decl.lease_seconds)
@@ -197,9 +196,6 @@ class RabbitAdapter(TransportAdapter):
             description=decl.description,
             include_in_schema=decl.include_in_schema,
         )
-        wrapper = subscriber(decl.call)
-        for pub in publishers:
-            pub(wrapper)
         return subscriber
 
     def _check_lease(self, channel: str, lease_seconds: float) -> None:

@@ -233,7 +233,6 @@ class RedisAdapter(TransportAdapter):
         native_router: RedisRouter,
         decl: SubscriberDeclaration,
         channel: str,
-        publishers: Sequence[Any],
     ) -> MsgcoreStreamSubscriber:
         check_channel(channel)
         _check_declaration(decl)
@@ -263,9 +262,6 @@ class RedisAdapter(TransportAdapter):
             description=decl.description,
             include_in_schema=decl.include_in_schema,
         )
-        wrapper = subscriber(decl.call)
-        for pub in publishers:
-            pub(wrapper)
         return subscriber
 
     async def dead_letters(
