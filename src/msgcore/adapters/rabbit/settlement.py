@@ -10,7 +10,6 @@ leaves both: at least once, never lost.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -21,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, DeliveryMode
 from pamqp.commands import Basic
-from pydantic import ValidationError
 
 from msgcore.adapters.rabbit.message import (
     HEADER_CHANNEL,
@@ -35,12 +33,12 @@ from msgcore.adapters.rabbit.message import (
 from msgcore.adapters.rabbit.topology import WaitQueues, bucket_ms, wait_queue_arguments
 from msgcore.constants import HEADER_ATTEMPT
 from msgcore.exceptions import DeliveryError
+from msgcore.failures import INVALID_PAYLOAD, describe_error
 from msgcore.naming import rabbit_wait_queue
+from msgcore.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from aio_pika import IncomingMessage
-
-    from msgcore.retry import RetryPolicy
 
 __all__ = [
     "CURRENT_DELIVERY",
@@ -54,15 +52,8 @@ __all__ = [
 CURRENT_DELIVERY: ContextVar[Delivery | None] = ContextVar("msgcore_rabbit_delivery", default=None)
 """The delivery whose handler runs in this task (read by the parser and middleware)."""
 
-_INVALID_PAYLOAD = (ValidationError, json.JSONDecodeError, UnicodeDecodeError)
 
 LogFn = Callable[[str, int], None]
-
-
-def describe_error(exc: BaseException | None) -> str | None:
-    if exc is None:
-        return None
-    return f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
 
 
 class UnroutableError(DeliveryError):
@@ -135,7 +126,7 @@ class Settler:
         to the dead letters when it cannot or must not be tried again."""
         if not d.open:
             return
-        if isinstance(d.error, _INVALID_PAYLOAD):
+        if isinstance(d.error, INVALID_PAYLOAD):
             await self.dead_letter(d, reason="invalid payload: it cannot be decoded or validated")
             return
         policy = self.retry_policy

@@ -9,7 +9,6 @@ entry was reclaimed meanwhile, the late settlement changes nothing (see ``script
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -21,12 +20,12 @@ from typing import Any
 from faststream._internal._compat import dump_json
 from faststream.redis.message import bDATA_KEY
 from faststream.redis.parser import MessageFormat
-from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from msgcore.adapters.redis import scripts
 from msgcore.adapters.redis.dead_letters import DeadLetterEntry
 from msgcore.adapters.redis.keys import ATTEMPT_FIELD, ORIGIN_FIELD, ChannelKeys
+from msgcore.failures import INVALID_PAYLOAD, describe_error
 from msgcore.retry import RetryPolicy
 
 __all__ = ["CURRENT_DELIVERY", "Delivery", "Settlement", "describe_error"]
@@ -34,7 +33,6 @@ __all__ = ["CURRENT_DELIVERY", "Delivery", "Settlement", "describe_error"]
 _ATTEMPT = ATTEMPT_FIELD.encode()
 _ORIGIN = ORIGIN_FIELD.encode()
 
-INVALID_PAYLOAD = (ValidationError, json.JSONDecodeError, UnicodeDecodeError)
 """Errors that no retry can fix: the payload cannot be decoded or validated."""
 
 CURRENT_DELIVERY: ContextVar[Delivery | None] = ContextVar("msgcore_redis_delivery", default=None)
@@ -42,12 +40,6 @@ CURRENT_DELIVERY: ContextVar[Delivery | None] = ContextVar("msgcore_redis_delive
 
 LogFn = Callable[[str, int, dict[str, str]], None]
 """The subscriber's log: ``(message, level, extra)``."""
-
-
-def describe_error(exc: BaseException | None) -> str | None:
-    if exc is None:
-        return None
-    return f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
 
 
 @dataclass(eq=False)

@@ -7,7 +7,6 @@ worker that lost its lease cannot overwrite the attempt that replaced it.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import Counter
@@ -15,8 +14,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
+from msgcore.failures import INVALID_PAYLOAD, describe_error
 from msgcore.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -28,7 +26,6 @@ CURRENT_DELIVERY: ContextVar[StoredMessage | None] = ContextVar(
     "msgcore_sqlite_delivery", default=None
 )
 
-_INVALID_PAYLOAD = (ValidationError, json.JSONDecodeError, UnicodeDecodeError)
 
 LogFn = Callable[[str, int, dict[str, str]], None]
 """The subscriber's log: ``(message, level, extra)``, extra carrying queue/group/message_id."""
@@ -36,12 +33,6 @@ LogFn = Callable[[str, int, dict[str, str]], None]
 
 def _stdlib_log(message: str, level: int, extra: dict[str, str]) -> None:
     logging.getLogger("msgcore.sqlite").log(level, message)
-
-
-def describe_error(exc: BaseException | None) -> str | None:
-    if exc is None:
-        return None
-    return f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
 
 
 class Settlement:
@@ -103,7 +94,7 @@ class Settlement:
             return
         msg.outbox = None
         error = msg.error
-        if isinstance(error, _INVALID_PAYLOAD):
+        if isinstance(error, INVALID_PAYLOAD):
             await self.dead_letter(msg, reason="invalid payload: it cannot be decoded or validated")
             return
         if self.retry.exhausted(msg.attempts):
