@@ -46,6 +46,17 @@ class SubscriberDeclaration:
     include_in_schema: bool = True
     publishers: list[PublisherHandle] = field(default_factory=list)
 
+    @property
+    def endpoint_options(self) -> dict[str, Any]:
+        """The FastStream subscriber options every transport passes through unchanged."""
+        return {
+            "no_reply": self.no_reply,
+            "dependencies": self.dependencies,
+            "title": self.title,
+            "description": self.description,
+            "include_in_schema": self.include_in_schema,
+        }
+
 
 class PublisherHandle:
     """``router.publisher(channel)``: a decorator for handlers and a publisher of its own.

@@ -105,11 +105,7 @@ class SqliteAdapter(TransportAdapter):
             max_workers=decl.max_workers,
             lease_seconds=decl.lease_seconds,
             retry=decl.retry,
-            no_reply=decl.no_reply,
-            dependencies=decl.dependencies,
-            title=decl.title,
-            description=decl.description,
-            include_in_schema=decl.include_in_schema,
+            **decl.endpoint_options,
         )
         return subscriber
 

@@ -190,11 +190,7 @@ class RabbitAdapter(TransportAdapter):
         subscriber = create_group_subscriber(
             native_router,
             plan=plan,
-            no_reply=decl.no_reply,
-            dependencies=decl.dependencies,
-            title=decl.title,
-            description=decl.description,
-            include_in_schema=decl.include_in_schema,
+            **decl.endpoint_options,
         )
         return subscriber
 

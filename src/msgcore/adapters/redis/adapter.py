@@ -256,11 +256,7 @@ class RedisAdapter(TransportAdapter):
                 maxlen=redis.maxlen,
             ),
             max_workers=decl.max_workers,
-            no_reply=decl.no_reply,
-            dependencies=decl.dependencies,
-            title=decl.title,
-            description=decl.description,
-            include_in_schema=decl.include_in_schema,
+            **decl.endpoint_options,
         )
         return subscriber
 

@@ -126,13 +126,14 @@ class SqliteProducer(ProducerProto[SqlitePublishCommand]):
     async def publish(self, cmd: SqlitePublishCommand) -> None:
         transport = self.transport
         is_reply = cmd.destination.startswith(REPLY_QUEUE_PREFIX)
+        now = time.time()
         row = await self._encode(
             cmd,
             cmd.body,
-            time.time(),
+            now,
             reply_to=cmd.reply_to,
             correlation_id=cmd.correlation_id,
-            expires_at=time.time() + REPLY_TTL_SECONDS if is_reply else None,
+            expires_at=now + REPLY_TTL_SECONDS if is_reply else None,
         )
         delivery = CURRENT_DELIVERY.get()
         in_transaction = (
