@@ -96,6 +96,15 @@ class RedisBoundPublisher(BoundPublisher):
         self.publisher = publisher
         self.keys = keys
         self.request_timeout = request_timeout
+        self._stream: tuple[str, StreamSub] | None = None
+
+    def _target(self) -> StreamSub:
+        # ``StreamPublisher.stream`` deep-copies on every access; cache by prefix.
+        prefix = self.publisher._outer_config.prefix
+        cached = self._stream
+        if cached is None or cached[0] != prefix:
+            cached = self._stream = (prefix, self.publisher.stream)
+        return cached[1]
 
     def _producer(self) -> ProducerProto[Any]:
         # A publisher gets its producer when the broker starts; before that (a broker
@@ -115,7 +124,7 @@ class RedisBoundPublisher(BoundPublisher):
         timeout: float | None = None,
         schedule: Schedule | None = None,
     ) -> ScheduledPublishCommand:
-        stream = self.publisher.stream
+        stream = self._target()
         return ScheduledPublishCommand(
             message,
             stream=stream.name,

@@ -109,6 +109,17 @@ class MsgcoreStreamSubscriber(StreamSubscriber):
         self._lease_tasks: list[asyncio.Task[None]] = []
         self._reader_done: asyncio.Event | None = None
         self._started = False
+        self._prefixed: tuple[str, StreamSub] | None = None
+
+    @property
+    def stream_sub(self) -> StreamSub:
+        # FastStream deep-copies the StreamSub on every access (twice per message);
+        # the prefix only changes while routers are being included, so cache by it.
+        prefix = self._outer_config.prefix
+        cached = self._prefixed
+        if cached is None or cached[0] != prefix:
+            cached = self._prefixed = (prefix, self._stream_sub.add_prefix(prefix))
+        return cached[1]
 
     # -- plumbing -------------------------------------------------------------------------
 
