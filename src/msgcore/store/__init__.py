@@ -1,0 +1,60 @@
+"""``msgcore.store``: job records, the completion feed and application state.
+
+``store_for(settings)`` picks the backend: ``MSGCORE_STORE_URL`` when set, else the
+transport's own SQLite file or Redis server, else (RabbitMQ) a local SQLite file
+``./msgcore-store.db`` -- use Redis for a multi-host RabbitMQ deployment.
+"""
+
+from __future__ import annotations
+
+from msgcore.exceptions import InvalidURLError
+from msgcore.settings import Settings, transport_of
+from msgcore.store.base import TERMINAL, FeedEvent, JobRecord, JobStatus, Store
+from msgcore.urls import redact_url
+
+__all__ = [
+    "DEFAULT_RABBIT_STORE_URL",
+    "TERMINAL",
+    "FeedEvent",
+    "JobRecord",
+    "JobStatus",
+    "Store",
+    "open_store",
+    "store_for",
+    "store_url_for",
+]
+
+DEFAULT_RABBIT_STORE_URL = "sqlite:///./msgcore-store.db"
+
+
+def store_url_for(settings: Settings) -> str:
+    """Where ``settings`` keep job state: ``store_url``, or beside the transport."""
+    if settings.store_url:
+        return settings.store_url
+    if settings.transport in ("sqlite", "redis"):
+        return settings.url
+    return DEFAULT_RABBIT_STORE_URL
+
+
+def open_store(url: str, *, settings: Settings | None = None) -> Store:
+    """An unopened store for ``url`` (``sqlite:///…`` or ``redis://…``)."""
+    kind = transport_of(url)
+    if kind == "sqlite":
+        from msgcore.store.sqlite import SqliteStore
+
+        busy = settings.sqlite.busy_timeout if settings is not None else 5.0
+        return SqliteStore(url, busy_timeout=busy)
+    if kind == "redis":
+        from msgcore.store.redis import RedisStore
+
+        prefix = settings.redis.stream_prefix if settings is not None else "msgcore:"
+        return RedisStore(url, prefix=prefix)
+    raise InvalidURLError(
+        f"{redact_url(url)!r} cannot hold job state: MSGCORE_STORE_URL must be a "
+        "sqlite:///path.db or redis://host:6379/0 URL (RabbitMQ stores no state)."
+    )
+
+
+def store_for(settings: Settings) -> Store:
+    """The (unopened) store ``settings`` select."""
+    return open_store(store_url_for(settings), settings=settings)

@@ -1,0 +1,230 @@
+"""The store seam: where job records, the completion feed and application state live.
+
+Two backends implement :class:`Store` (``sqlite.py``, ``redis.py``); everything above
+(workers, ``Client``, the CLI) talks to this interface only. Terminal transitions of
+jobs are appended to an ordered *completion feed* in the same write as the record, so
+a waiter reads "what finished since position P" in one query per wake-up instead of
+polling each job.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+from typing import Any, Self
+
+__all__ = [
+    "TERMINAL",
+    "FeedEvent",
+    "JobRecord",
+    "JobStatus",
+    "Store",
+]
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is in its life: ``pending → running → completed``, or after a failed
+    attempt ``retrying`` (another attempt follows) or ``dead`` (it went to the dead
+    letters: attempts exhausted, invalid payload, crash loop); ``cancelled`` only from
+    ``pending``."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    RETRYING = "retrying"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+TERMINAL: frozenset[JobStatus] = frozenset(
+    {JobStatus.COMPLETED, JobStatus.DEAD, JobStatus.CANCELLED}
+)
+"""States a job never leaves (until its record expires)."""
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job as the store holds it. Times are epoch seconds."""
+
+    job_id: str
+    channel: str
+    status: JobStatus = JobStatus.PENDING
+    attempts: int = 0
+    worker_id: str | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: bytes | None = None
+    """The handler's return value as JSON (``None``: no result yet, or it returned None
+    and ``has_result`` is True)."""
+    has_result: bool = False
+    error_type: str | None = None
+    error_message: str | None = None
+    cached: bool = False
+    expires_at: float | None = None
+    """When the record is deleted (set once it is terminal, from the retention TTL)."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    def evolve(self, **changes: Any) -> JobRecord:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class FeedEvent:
+    """A terminal transition, as the completion feed reports it."""
+
+    job_id: str
+    status: JobStatus
+
+
+class Store(ABC):
+    """Job records, the completion feed and a small key/value + hash state API.
+
+    Backends are opened with ``await store.open()`` or ``async with store:`` and are
+    safe to share between tasks of one event loop.
+    """
+
+    url: str
+    """Where the store lives (redacted when printed)."""
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    @abstractmethod
+    async def create_jobs(self, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
+        """Insert each record unless its ``job_id`` exists (idempotent submit).
+
+        Returns, in order, the stored record and whether this call created it.
+        """
+
+    @abstractmethod
+    async def get_jobs(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
+        """The records that exist among ``job_ids`` (batched: one round trip per chunk)."""
+
+    @abstractmethod
+    async def delete_jobs(self, job_ids: Sequence[str]) -> int:
+        """Delete job records whatever their state (a submit whose publish failed)."""
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        return (await self.get_jobs([job_id])).get(job_id)
+
+    @abstractmethod
+    async def start_attempt(
+        self, job_id: str, *, channel: str, attempt: int, worker_id: str, now: float
+    ) -> JobRecord:
+        """Mark the job ``running`` for ``attempt`` unless it is terminal already.
+
+        A job that does not exist yet (published without ``Client``) is created. The
+        returned record says whether to run the handler: a terminal one (cancelled, or
+        completed by an earlier delivery) must be acknowledged without running it.
+        """
+
+    @abstractmethod
+    async def finish_attempt(
+        self,
+        job_id: str,
+        *,
+        status: JobStatus,
+        attempt: int,
+        now: float,
+        retention: float | None,
+        result: bytes | None = None,
+        has_result: bool = False,
+        error_type: str | None = None,
+        error_message: str | None = None,
+        cached: bool = False,
+    ) -> bool:
+        """Record how ``attempt`` ended; terminal states go to the feed in the same write.
+
+        Refused (False) when the job is terminal already, so a late duplicate cannot
+        overwrite the one completed record.
+        """
+
+    @abstractmethod
+    async def cancel_job(self, job_id: str, *, now: float, retention: float | None) -> bool:
+        """Cancel a job that no worker has started; False otherwise."""
+
+    @abstractmethod
+    async def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        channel: str | None = None,
+        limit: int = 100,
+    ) -> list[JobRecord]:
+        """Newest first."""
+
+    @abstractmethod
+    async def count_jobs(self, *, channel: str | None = None) -> dict[JobStatus, int]: ...
+
+    # -- completion feed -----------------------------------------------------------------
+
+    @abstractmethod
+    async def feed_position(self) -> str:
+        """The feed's current end: events after it are what finishes from now on."""
+
+    @abstractmethod
+    async def read_feed(self, position: str, *, timeout: float) -> tuple[str, list[FeedEvent]]:
+        """Events after ``position``; waits up to ``timeout`` seconds for the first one."""
+
+    # -- application state ---------------------------------------------------------------
+
+    @abstractmethod
+    async def get(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    async def set(self, key: str, value: str, *, ttl: float | None = None) -> None: ...
+
+    @abstractmethod
+    async def delete(self, *keys: str) -> int:
+        """Delete keys (plain or hash); how many existed."""
+
+    @abstractmethod
+    async def hset(
+        self, key: str, mapping: Mapping[str, str], *, ttl: float | None = None
+    ) -> None:
+        """Set fields of a hash; ``ttl`` (re)sets the whole hash's expiry."""
+
+    @abstractmethod
+    async def hgetall(self, key: str) -> dict[str, str]: ...
+
+    @abstractmethod
+    async def expire(self, key: str, ttl: float) -> bool:
+        """Expire ``key`` in ``ttl`` seconds; False if it does not exist."""
+
+    # -- housekeeping --------------------------------------------------------------------
+
+    @abstractmethod
+    async def purge_expired(self, *, now: float) -> int:
+        """Delete expired job records and keys now; how many. (Redis expires by itself.)"""
+
+    # -- metrics for tests and benchmarks -------------------------------------------------
+
+    queries: int = 0
+    """Round trips this store object made (statements on SQLite, commands on Redis)."""

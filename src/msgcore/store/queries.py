@@ -1,0 +1,231 @@
+"""Every SQL statement of the SQLite store, by name.
+
+Times are Unix epoch seconds (REAL) passed in by the caller. A row whose ``expires_at``
+is not after ``now`` is gone as far as any read is concerned, whether or not
+``purge_expired`` has deleted it yet.
+
+Lists of ids travel as one JSON array parameter (``json_each``), so each statement has
+one text, stays in sqlite3's statement cache and never meets the host-parameter limit.
+
+The completion feed is the ``feed_seq`` column: a terminal transition takes the next
+number of the counter row ``FEED_SEQ_META_KEY`` in META_TABLE and advances it in the
+same transaction. Write transactions are serialised, so commit order is feed order and
+a reader never sees a number before the smaller ones are visible.
+"""
+
+from typing import Final
+
+from msgcore.constants import FEED_SEQ_META_KEY
+from msgcore.constants import HASH_TABLE as HASH
+from msgcore.constants import JOBS_TABLE as JOBS
+from msgcore.constants import KV_TABLE as KV
+from msgcore.constants import META_TABLE as META
+from msgcore.store.base import TERMINAL, JobStatus
+
+_TERMINAL = ", ".join(f"'{s}'" for s in sorted(TERMINAL))
+_LIVE = "(expires_at IS NULL OR expires_at > :now)"
+_NEXT_SEQ = f"(SELECT CAST(value AS INTEGER) + 1 FROM {META} WHERE key = '{FEED_SEQ_META_KEY}')"
+
+JOB_COLUMNS: Final = (
+    "job_id, channel, status, attempts, worker_id, created_at, started_at, finished_at, "
+    "result, has_result, error_type, error_message, cached, expires_at, extra"
+)
+EXPIRES_AT_COLUMN: Final = 13
+"""Position of ``expires_at`` in ``JOB_COLUMNS``."""
+
+# A plain rowid table, not WITHOUT ROWID: results can be large, and such rows belong in
+# a table whose b-tree leaves hold one row each.
+SCHEMA: Final = f"""
+CREATE TABLE IF NOT EXISTS {JOBS} (
+    job_id        TEXT    PRIMARY KEY,
+    channel       TEXT    NOT NULL,
+    status        TEXT    NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    worker_id     TEXT,
+    created_at    REAL    NOT NULL,
+    started_at    REAL,
+    finished_at   REAL,
+    result        BLOB,
+    has_result    INTEGER NOT NULL DEFAULT 0,
+    error_type    TEXT,
+    error_message TEXT,
+    cached        INTEGER NOT NULL DEFAULT 0,
+    expires_at    REAL,
+    feed_seq      INTEGER,
+    extra         TEXT
+);
+
+CREATE INDEX IF NOT EXISTS {JOBS}_created ON {JOBS} (created_at);
+CREATE INDEX IF NOT EXISTS {JOBS}_status ON {JOBS} (status, created_at);
+CREATE INDEX IF NOT EXISTS {JOBS}_channel ON {JOBS} (channel, status, created_at);
+CREATE INDEX IF NOT EXISTS {JOBS}_feed ON {JOBS} (feed_seq) WHERE feed_seq IS NOT NULL;
+CREATE INDEX IF NOT EXISTS {JOBS}_expires ON {JOBS} (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS {KV} (
+    key        TEXT PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    value      TEXT,
+    expires_at REAL
+) WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS {KV}_expires ON {KV} (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS {HASH} (
+    key   TEXT NOT NULL,
+    field TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (key, field)
+) WITHOUT ROWID;
+
+INSERT INTO {META} (key, value) VALUES ('{FEED_SEQ_META_KEY}', '0')
+ON CONFLICT (key) DO NOTHING
+"""
+"""Statements separated by ``;``, run in one transaction at open."""
+
+# -- jobs ------------------------------------------------------------------------------
+
+GET_JOB: Final = f"SELECT {JOB_COLUMNS} FROM {JOBS} WHERE job_id = :id AND {_LIVE}"
+GET_JOBS: Final = f"""
+SELECT {JOB_COLUMNS} FROM {JOBS}
+WHERE job_id IN (SELECT value FROM json_each(:ids)) AND {_LIVE}
+"""
+JOB_EXPIRES_AT: Final = f"SELECT expires_at FROM {JOBS} WHERE job_id = ?"
+DELETE_JOB: Final = f"DELETE FROM {JOBS} WHERE job_id = ?"
+DELETE_JOBS: Final = f"DELETE FROM {JOBS} WHERE job_id IN (SELECT value FROM json_each(:ids))"
+
+# REPLACE: an expired row that was not purged yet must not block a new job of its id.
+INSERT_JOB: Final = f"""
+INSERT OR REPLACE INTO {JOBS} ({JOB_COLUMNS})
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+# Creates the job when it is unknown; refuses (no row returned) when it is terminal or
+# expired, so the caller can tell the two apart.
+START_ATTEMPT: Final = f"""
+INSERT INTO {JOBS} (job_id, channel, status, attempts, worker_id, created_at, started_at)
+VALUES (:id, :channel, '{JobStatus.RUNNING}', :attempt, :worker_id, :now, :now)
+ON CONFLICT (job_id) DO UPDATE SET
+    status = '{JobStatus.RUNNING}',
+    attempts = excluded.attempts,
+    worker_id = excluded.worker_id,
+    started_at = excluded.started_at
+WHERE status NOT IN ({_TERMINAL}) AND {_LIVE}
+RETURNING {JOB_COLUMNS}
+"""
+
+# Same refusal rule as START_ATTEMPT (0 rows changed). A job finished without a record
+# (its record expired, or it was published without Client) is created, channel unknown.
+FINISH_ATTEMPT: Final = f"""
+INSERT INTO {JOBS} (
+    job_id, channel, status, attempts, created_at, finished_at, result, has_result,
+    error_type, error_message, cached, expires_at, feed_seq
+) VALUES (
+    :id, '', :status, :attempt, :now, :finished_at, :result, :has_result,
+    :error_type, :error_message, :cached, :expires_at,
+    CASE WHEN :terminal THEN {_NEXT_SEQ} END
+)
+ON CONFLICT (job_id) DO UPDATE SET
+    status = excluded.status,
+    attempts = excluded.attempts,
+    finished_at = excluded.finished_at,
+    result = excluded.result,
+    has_result = excluded.has_result,
+    error_type = excluded.error_type,
+    error_message = excluded.error_message,
+    cached = excluded.cached,
+    expires_at = excluded.expires_at,
+    feed_seq = excluded.feed_seq
+WHERE status NOT IN ({_TERMINAL}) AND {_LIVE}
+"""
+
+CANCEL_JOB: Final = f"""
+UPDATE {JOBS}
+SET status = '{JobStatus.CANCELLED}', finished_at = :now, expires_at = :expires_at,
+    feed_seq = {_NEXT_SEQ}
+WHERE job_id = :id AND status = '{JobStatus.PENDING}' AND {_LIVE}
+"""
+
+# Run after a statement above took ``_NEXT_SEQ``, in its transaction.
+ADVANCE_FEED_SEQ: Final = (
+    f"UPDATE {META} SET value = CAST(value AS INTEGER) + 1 WHERE key = '{FEED_SEQ_META_KEY}'"
+)
+
+# Four texts rather than ``(? IS NULL OR status = ?)``, which no index can serve.
+_LIST = f"SELECT {JOB_COLUMNS} FROM {JOBS} WHERE {_LIVE}"
+_NEWEST = "ORDER BY created_at DESC LIMIT :limit"
+LIST_JOBS: Final = f"{_LIST} {_NEWEST}"
+LIST_JOBS_BY_STATUS: Final = f"{_LIST} AND status = :status {_NEWEST}"
+LIST_JOBS_BY_CHANNEL: Final = f"{_LIST} AND channel = :channel {_NEWEST}"
+LIST_JOBS_BY_CHANNEL_STATUS: Final = (
+    f"{_LIST} AND channel = :channel AND status = :status {_NEWEST}"
+)
+
+COUNT_JOBS: Final = f"SELECT status, COUNT(*) FROM {JOBS} WHERE {_LIVE} GROUP BY status"
+COUNT_JOBS_BY_CHANNEL: Final = (
+    f"SELECT status, COUNT(*) FROM {JOBS} WHERE channel = :channel AND {_LIVE} GROUP BY status"
+)
+
+# -- completion feed -------------------------------------------------------------------
+
+FEED_POSITION: Final = (
+    f"SELECT CAST(value AS INTEGER) FROM {META} WHERE key = '{FEED_SEQ_META_KEY}'"
+)
+READ_FEED: Final = f"""
+SELECT job_id, status, feed_seq FROM {JOBS}
+WHERE feed_seq > ?
+ORDER BY feed_seq
+LIMIT ?
+"""
+# Changes when another connection commits; this connection's own commits do not count.
+DATA_VERSION: Final = "PRAGMA data_version"
+
+# -- application state -----------------------------------------------------------------
+# A key is a row of KV: kind 'string' holds its value, kind 'hash' marks a hash whose
+# fields are rows of HASH. Expiry lives on the KV row in both cases.
+
+GET_VALUE: Final = f"SELECT value FROM {KV} WHERE key = :key AND kind = 'string' AND {_LIVE}"
+SET_VALUE: Final = f"""
+INSERT INTO {KV} (key, kind, value, expires_at) VALUES (:key, 'string', :value, :expires_at)
+ON CONFLICT (key) DO UPDATE SET
+    kind = 'string', value = excluded.value, expires_at = excluded.expires_at
+"""
+DELETE_KEYS: Final = f"""
+DELETE FROM {KV} WHERE key IN (SELECT value FROM json_each(:keys))
+RETURNING expires_at
+"""
+# (Plain columns only in RETURNING: SQLite 3.40 returns wrong values for expressions on
+# a WITHOUT ROWID table.)
+DELETE_FIELDS: Final = f"DELETE FROM {HASH} WHERE key IN (SELECT value FROM json_each(:keys))"
+
+# Fields left from an expired hash (or one that became a string) must not reappear.
+DROP_STALE_FIELDS: Final = f"""
+DELETE FROM {HASH} WHERE key = :key AND NOT EXISTS (
+    SELECT 1 FROM {KV} WHERE key = :key AND kind = 'hash' AND {_LIVE}
+)
+"""
+# Without a ttl a live hash keeps its expiry (as Redis HSET does); a new one has none.
+MARK_HASH: Final = f"""
+INSERT INTO {KV} (key, kind, value, expires_at) VALUES (:key, 'hash', NULL, :expires_at)
+ON CONFLICT (key) DO UPDATE SET
+    expires_at = CASE
+        WHEN :has_ttl THEN excluded.expires_at
+        WHEN kind = 'hash' AND {_LIVE} THEN expires_at
+    END,
+    kind = 'hash',
+    value = NULL
+"""
+SET_FIELD: Final = f"""
+INSERT INTO {HASH} (key, field, value) VALUES (?, ?, ?)
+ON CONFLICT (key, field) DO UPDATE SET value = excluded.value
+"""
+GET_FIELDS: Final = f"""
+SELECT h.field, h.value FROM {HASH} AS h JOIN {KV} AS k ON k.key = h.key
+WHERE h.key = :key AND k.kind = 'hash' AND (k.expires_at IS NULL OR k.expires_at > :now)
+"""
+
+EXPIRE_KEY: Final = f"UPDATE {KV} SET expires_at = :expires_at WHERE key = :key AND {_LIVE}"
+
+# -- housekeeping ----------------------------------------------------------------------
+
+PURGE_JOBS: Final = f"DELETE FROM {JOBS} WHERE expires_at <= :now"
+PURGE_KEYS: Final = f"DELETE FROM {KV} WHERE expires_at <= :now RETURNING key, kind"
