@@ -9,6 +9,11 @@ from msgcore.exceptions import (
     DatabaseOpenError,
     DeliveryError,
     InvalidURLError,
+    JobCancelledError,
+    JobError,
+    JobFailed,
+    JobNotFoundError,
+    JobTimeoutError,
     LeaseLostError,
     MsgcoreError,
     PublishOutcomeUnknownError,
@@ -17,10 +22,12 @@ from msgcore.exceptions import (
     StorageError,
     StorageFullError,
 )
+from msgcore.jobs import ALL, FIRST, Client, Job, ReturnWhen, SyncClient, SyncJob, WaitResult
 from msgcore.message import Message, MessageView
 from msgcore.retry import RetryPolicy
 from msgcore.router import PublisherHandle, Router
-from msgcore.settings import RabbitSettings, RedisSettings, Settings, SqliteSettings
+from msgcore.settings import JobSettings, RabbitSettings, RedisSettings, Settings, SqliteSettings
+from msgcore.store import JobRecord, JobStatus, Store, open_store, store_for
 from msgcore.urls import redact_url
 
 __version__ = "0.1.0"
@@ -29,11 +36,23 @@ __version__ = "0.1.0"
 logging.getLogger("msgcore").addHandler(logging.NullHandler())
 
 __all__ = [
+    "ALL",
+    "FIRST",
+    "Client",
     "ConfigurationError",
     "DatabaseLockedError",
     "DatabaseOpenError",
     "DeliveryError",
     "InvalidURLError",
+    "Job",
+    "JobCancelledError",
+    "JobError",
+    "JobFailed",
+    "JobNotFoundError",
+    "JobRecord",
+    "JobSettings",
+    "JobStatus",
+    "JobTimeoutError",
     "LeaseLostError",
     "Message",
     "MessageView",
@@ -44,14 +63,21 @@ __all__ = [
     "RedisSettings",
     "RequestTimeoutError",
     "RetryPolicy",
+    "ReturnWhen",
     "Router",
     "SchemaVersionError",
     "Settings",
     "SqliteSettings",
     "StorageError",
     "StorageFullError",
+    "Store",
+    "SyncClient",
+    "SyncJob",
+    "WaitResult",
     "__version__",
     "create_app",
     "create_broker",
+    "open_store",
     "redact_url",
+    "store_for",
 ]

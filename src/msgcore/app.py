@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,6 +10,7 @@ from faststream import FastStream
 
 from msgcore.adapters import adapter_for
 from msgcore.adapters.base import TransportAdapter
+from msgcore.jobs.tracking import JobTracker
 from msgcore.router import PublisherHandle, Router
 from msgcore.settings import Settings
 
@@ -24,11 +26,15 @@ class _Node:
     children: list[tuple[_Node, Any]] = field(default_factory=list)
 
 
-def _plan(adapter: TransportAdapter, router: Router, outer: str) -> _Node:
+def _plan(
+    adapter: TransportAdapter, router: Router, outer: str, extra: Sequence[Any] = ()
+) -> _Node:
     node = _Node(
         router,
         f"{outer}{router.prefix}",
-        adapter.native_router(dependencies=router.dependencies, middlewares=router.middlewares),
+        adapter.native_router(
+            dependencies=router.dependencies, middlewares=[*extra, *router.middlewares]
+        ),
     )
     for inc in router.inclusions:
         node.children.append((_plan(adapter, inc.router, f"{node.prefix}{inc.prefix}"), inc))
@@ -61,7 +67,11 @@ def create_broker(*routers: Router, settings: Settings | None = None) -> Any:
     settings = settings or Settings()
     adapter = adapter_for(settings)
     broker = adapter.broker()
-    roots = [_plan(adapter, r, "") for r in routers]
+    tracker = JobTracker(settings) if settings.jobs.track else None
+    # outermost of msgcore's routers: it sees each attempt's outcome before the
+    # transport settles it, and user middlewares run inside the job's "running" state
+    extra = [tracker.middleware] if tracker is not None else []
+    roots = [_plan(adapter, r, "", extra) for r in routers]
     nodes = [n for root in roots for n in _nodes(root)]
 
     natives: dict[PublisherHandle, Any] = {}
@@ -82,7 +92,10 @@ def create_broker(*routers: Router, settings: Settings | None = None) -> Any:
                     natives[handle] = adapter.publisher(node.native, handle.full_channel, handle)
                     handle._bind(adapter.bind_publisher(broker, natives[handle]))
                 publishers.append(natives[handle])
-            subscriber = adapter.subscribe(node.native, decl, f"{node.prefix}{decl.channel}")
+            channel = f"{node.prefix}{decl.channel}"
+            subscriber = adapter.subscribe(node.native, decl, channel)
+            if tracker is not None:
+                tracker.track(subscriber, decl, channel)
             wrapper = subscriber(decl.call)
             for publisher in publishers:
                 publisher(wrapper)
@@ -90,7 +103,33 @@ def create_broker(*routers: Router, settings: Settings | None = None) -> Any:
     for root in roots:
         _include(root)
         broker.include_router(root.native)
+    if tracker is not None:
+        _tie_to_broker(broker, tracker)
     return broker
+
+
+def _tie_to_broker(broker: Any, tracker: JobTracker) -> None:
+    """Open the job store when the broker starts (fail fast), close it when it stops.
+
+    The three transports' brokers share no lifecycle hook msgcore could use, so the
+    instance's own ``start``/``stop`` are wrapped; FastStream calls them through
+    ``self`` (``async with``, ``FastStream`` apps), which finds the wrappers.
+    """
+    start, stop = broker.start, broker.stop
+
+    async def start_with_store() -> None:
+        await tracker.open()
+        await start()
+
+    async def stop_then_close(*args: Any, **kwargs: Any) -> None:
+        try:
+            await stop(*args, **kwargs)
+        finally:
+            await tracker.close()
+
+    broker.start = start_with_store
+    broker.stop = stop_then_close
+    broker.msgcore_jobs = tracker
 
 
 def create_app(*routers: Router, settings: Settings | None = None, **app_kwargs: Any) -> FastStream:

@@ -14,10 +14,15 @@ password (URLs are redacted before they are formatted in).
     │   ├── DatabaseLockedError
     │   ├── StorageFullError
     │   └── SchemaVersionError
-    └── DeliveryError
-        ├── LeaseLostError
-        ├── RequestTimeoutError          (also a TimeoutError)
-        └── PublishOutcomeUnknownError
+    ├── DeliveryError
+    │   ├── LeaseLostError
+    │   ├── RequestTimeoutError          (also a TimeoutError)
+    │   └── PublishOutcomeUnknownError
+    └── JobError
+        ├── JobFailed                    (the handler's error, from any process)
+        ├── JobCancelledError
+        ├── JobNotFoundError             (also a KeyError)
+        └── JobTimeoutError              (also a TimeoutError)
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ __all__ = [
     "DatabaseOpenError",
     "DeliveryError",
     "InvalidURLError",
+    "JobCancelledError",
+    "JobError",
+    "JobFailed",
+    "JobNotFoundError",
+    "JobTimeoutError",
     "LeaseLostError",
     "MsgcoreError",
     "PublishOutcomeUnknownError",
@@ -91,3 +101,50 @@ class PublishOutcomeUnknownError(DeliveryError):
     The message may or may not have been stored; publish again with the same
     ``message_id`` if duplicates are harmless to your consumer.
     """
+
+
+class JobError(MsgcoreError):
+    """A job did not end the way the caller asked for."""
+
+    def __init__(self, message: str, *, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class JobFailed(JobError):
+    """The job went to the dead letters: its handler raised on every attempt, or its
+    payload was invalid. ``error_type`` and ``error_message`` are the handler's error as
+    the worker recorded it, in whatever process it ran."""
+
+    def __init__(
+        self,
+        job_id: str,
+        *,
+        error_type: str | None,
+        error_message: str | None,
+        attempts: int,
+    ) -> None:
+        self.error_type = error_type
+        self.error_message = error_message
+        self.attempts = attempts
+        what = f"{error_type}: {error_message}" if error_type else (error_message or "unknown")
+        super().__init__(
+            f"Job {job_id!r} failed after {attempts} attempt(s): {what}. "
+            "It is in the dead letters; fix the cause and replay it or submit again.",
+            job_id=job_id,
+        )
+
+
+class JobCancelledError(JobError):
+    """The job was cancelled before a worker started it; it has no result."""
+
+
+class JobNotFoundError(JobError, KeyError):
+    """No record of this job id: never submitted, or expired after its retention."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class JobTimeoutError(JobError, TimeoutError):
+    """The job did not finish within the timeout; it is still queued or running."""

@@ -16,10 +16,18 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from msgcore.constants import DEFAULT_RESULT_TTL_SECONDS
 from msgcore.exceptions import InvalidURLError
 from msgcore.urls import redact_url
 
-__all__ = ["RabbitSettings", "RedisSettings", "Settings", "SqliteSettings", "Transport"]
+__all__ = [
+    "JobSettings",
+    "RabbitSettings",
+    "RedisSettings",
+    "Settings",
+    "SqliteSettings",
+    "Transport",
+]
 
 Transport = Literal["sqlite", "redis", "rabbit"]
 
@@ -63,6 +71,17 @@ class RabbitSettings(BaseModel):
     prefetch: int = Field(32, gt=0, description="Unacked messages per consumer channel.")
 
 
+class JobSettings(BaseModel):
+    track: bool = Field(
+        True, description="Record the life of jobs submitted with a job id (workers)."
+    )
+    result_ttl: float | None = Field(
+        DEFAULT_RESULT_TTL_SECONDS,
+        gt=0,
+        description="Seconds a finished job's record and result are kept (None: forever).",
+    )
+
+
 class Settings(BaseSettings):
     """Where msgcore runs. ``Settings()`` reads ``MSGCORE_*`` environment variables."""
 
@@ -86,6 +105,7 @@ class Settings(BaseSettings):
     sqlite: SqliteSettings = Field(default_factory=SqliteSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     rabbit: RabbitSettings = Field(default_factory=RabbitSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
 
     def __init__(self, **values: Any) -> None:
         super().__init__(**values)

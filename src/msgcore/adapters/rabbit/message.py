@@ -9,7 +9,7 @@ from faststream.message import StreamMessage, gen_cor_id
 from faststream.rabbit.message import RabbitMessage
 from faststream.rabbit.parser import AioPikaParser
 
-from msgcore.constants import HEADER_ATTEMPT
+from msgcore.constants import HEADER_ATTEMPT, HEADER_JOB_ID
 
 if TYPE_CHECKING:
     from aio_pika import IncomingMessage
@@ -46,10 +46,13 @@ DELIVERY_COUNT = "x-delivery-count"
 
 _INTERNAL_PREFIXES = ("x-msgcore-", "x-first-death-", "x-last-death-")
 _INTERNAL = frozenset({"x-death", DELIVERY_COUNT})
+# msgcore headers that belong to the message, not to its transport bookkeeping: the
+# job tracking middleware reads them on every transport
+_PUBLIC = frozenset({HEADER_JOB_ID})
 
 
 def _is_internal(key: str) -> bool:
-    return key in _INTERNAL or key.startswith(_INTERNAL_PREFIXES)
+    return key not in _PUBLIC and (key in _INTERNAL or key.startswith(_INTERNAL_PREFIXES))
 
 
 def user_headers(headers: HeadersType | None) -> dict[str, Any]:

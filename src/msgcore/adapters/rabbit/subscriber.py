@@ -240,14 +240,14 @@ class MsgcoreRabbitSubscriber(RabbitSubscriber):
         if delivery.attempt > limit:
             # Delivered again and again without ever being settled: its handler kills or
             # hangs the worker. Stop the crash loop.
-            await settler.dead_letter(
-                delivery,
-                reason=(
-                    f"delivered {delivery.attempt} times without being settled "
-                    f"(max_attempts={limit}): the worker crashed or lost its connection "
-                    "while handling it"
-                ),
+            reason = (
+                f"delivered {delivery.attempt} times without being settled "
+                f"(max_attempts={limit}): the worker crashed or lost its connection "
+                "while handling it"
             )
+            await settler.dead_letter(delivery, reason=reason)
+            if (jobs := getattr(self, "msgcore_jobs", None)) is not None:
+                await jobs.crash_loop(msg.headers, attempt=delivery.attempt, reason=reason)
             return None
         if not await self._acquire():
             await self._hand_back(settler, delivery)

@@ -287,15 +287,16 @@ class MsgcoreStreamSubscriber(StreamSubscriber):
         if delivery.attempt > retry.max_attempts:
             # Delivered again and again without ever being settled: its handler kills
             # or hangs the worker. Stop the crash loop.
+            reason = (
+                f"delivered {delivery.attempt} times without being settled "
+                f"(max_attempts={retry.max_attempts}): the worker crashed or lost "
+                "its lease while handling it"
+            )
             try:
-                await settlement.dead_letter(
-                    delivery,
-                    reason=(
-                        f"delivered {delivery.attempt} times without being settled "
-                        f"(max_attempts={retry.max_attempts}): the worker crashed or lost "
-                        "its lease while handling it"
-                    ),
-                )
+                await settlement.dead_letter(delivery, reason=reason)
+                if (jobs := getattr(self, "msgcore_jobs", None)) is not None:
+                    _, headers = self.config.message_format.parse(delivery.envelope())
+                    await jobs.crash_loop(headers, attempt=delivery.attempt, reason=reason)
             except Exception as exc:
                 settlement.forget(delivery)
                 self._log_line(

@@ -286,15 +286,15 @@ class SqliteSubscriber(SubscriberUsecase[StoredMessage]):
         if msg.attempts > self.retry.max_attempts:
             # Delivered again and again without ever being settled: its handler kills
             # or hangs the worker. Stop the crash loop.
+            reason = (
+                f"delivered {msg.attempts} times without being settled (max_attempts="
+                f"{self.retry.max_attempts}): the worker crashed or lost its lease "
+                "while handling it"
+            )
             with contextlib.suppress(StorageError):  # else: back after its lease, retried then
-                await settlement.dead_letter(
-                    msg,
-                    reason=(
-                        f"delivered {msg.attempts} times without being settled (max_attempts="
-                        f"{self.retry.max_attempts}): the worker crashed or lost its lease "
-                        "while handling it"
-                    ),
-                )
+                await settlement.dead_letter(msg, reason=reason)
+                if (jobs := getattr(self, "msgcore_jobs", None)) is not None:
+                    await jobs.crash_loop(msg.headers, attempt=msg.attempts, reason=reason)
             return None
         msg.started = True
         if self._outer_config.producer.transactional:

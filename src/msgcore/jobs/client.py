@@ -1,0 +1,348 @@
+"""``msgcore.Client``: submit jobs, wait for them, read their results, make requests.
+
+The client publishes through the transport ``Settings.url`` picks (it only connects a
+broker, it never consumes) and reads job state from the store ``store_for(settings)``
+picks, so ``Client()`` with no arguments talks to what the services of the same
+environment use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from faststream._internal.basic_types import SendableMessage
+
+from msgcore.adapters import adapter_for
+from msgcore.constants import HEADER_JOB_ID
+from msgcore.exceptions import (
+    ConfigurationError,
+    JobNotFoundError,
+    JobTimeoutError,
+)
+from msgcore.ids import new_message_id
+from msgcore.jobs.job import Job, ReturnWhen, WaitResult
+from msgcore.jobs.progress import WaitProgress
+from msgcore.router import PublisherHandle, Router
+from msgcore.settings import Settings, transport_of
+from msgcore.store import JobRecord, Store, store_for
+
+__all__ = ["Client"]
+
+# Jobs whose records a waiter re-reads in one batch when the feed is quiet: covers a
+# feed that was trimmed or a waiter that started after the event.
+_RECHECK_EVERY = 5.0
+# While many jobs are pending, a waiter lets completions gather for up to this long
+# between feed reads: one read (and one batched record read) then covers many jobs,
+# and the waiting process leaves the CPU to the workers. A single job is not delayed.
+_COALESCE_PER_JOB = 0.0005
+_COALESCE_MAX = 0.05
+
+
+class Client:
+    """Submit work and track it. ``async with Client() as client: ...``"""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        store_url: str | None = None,
+        settings: Settings | None = None,
+        broker: Any = None,
+    ) -> None:
+        """``broker``: publish through this (connected) broker instead of connecting one
+        of the client's own, e.g. inside a service or under ``msgcore.testing.TestClient``;
+        the client then neither connects nor stops it."""
+        base = settings or Settings()
+        update: dict[str, Any] = {}
+        if url is not None:
+            transport_of(url)  # a clear InvalidURLError before anything connects
+            update["url"] = url
+        if store_url is not None:
+            transport_of(store_url)
+            update["store_url"] = store_url
+        self.settings = base.model_copy(update=update) if update else base
+        self._adapter = adapter_for(self.settings)
+        self._given_broker = broker
+        self._broker: Any = None
+        self._store: Store | None = None
+        self._router = Router()
+        self._publishers: dict[str, PublisherHandle] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        if self._broker is not None:
+            return
+        owned = self._given_broker is None
+        broker = self._adapter.broker() if owned else self._given_broker
+        store = store_for(self.settings)
+        try:
+            if owned:
+                await broker.connect()
+            await store.open()
+        except BaseException:
+            if owned:
+                with contextlib.suppress(Exception):
+                    await broker.stop()
+            with contextlib.suppress(Exception):
+                await store.close()
+            raise
+        self._broker, self._store = broker, store
+
+    async def close(self) -> None:
+        broker, store = self._broker, self._store
+        self._broker = self._store = None
+        self._publishers.clear()
+        try:
+            if broker is not None and self._given_broker is None:
+                await broker.stop()
+        finally:
+            if store is not None:
+                await store.close()
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise ConfigurationError(
+                "The client is not connected: use `async with Client() as client:` "
+                "(or `await client.connect()`)."
+            )
+        return self._store
+
+    def _publisher(self, channel: str) -> PublisherHandle:
+        handle = self._publishers.get(channel)
+        if handle is None:
+            if self._broker is None:
+                raise ConfigurationError(
+                    "The client is not connected: use `async with Client() as client:`."
+                )
+            handle = PublisherHandle(self._router, channel)
+            native = self._adapter.publisher(self._broker, channel, handle)
+            handle._bind(self._adapter.bind_publisher(self._broker, native))
+            self._publishers[channel] = handle
+        return handle
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        channel: str,
+        payload: SendableMessage = None,
+        *,
+        job_id: str | None = None,
+        delay: float | None = None,
+        priority: int | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> Job:
+        """Queue ``payload`` on ``channel`` as a job and return its handle.
+
+        With an existing ``job_id`` nothing is queued: the existing job is returned
+        (idempotent submit).
+        """
+        jobs = await self._submit(
+            channel,
+            [(payload, job_id)],
+            delay=delay,
+            priority=priority,
+            headers=headers,
+        )
+        return jobs[0]
+
+    async def submit_many(
+        self,
+        channel: str,
+        payloads: Iterable[SendableMessage],
+        *,
+        batch_size: int = 500,
+        headers: dict[str, Any] | None = None,
+    ) -> list[Job]:
+        """Submit many jobs: one store transaction and one concurrent publish per batch."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        jobs: list[Job] = []
+        batch: list[tuple[SendableMessage, str | None]] = []
+        for payload in payloads:
+            batch.append((payload, None))
+            if len(batch) >= batch_size:
+                jobs += await self._submit(channel, batch, headers=headers)
+                batch = []
+        if batch:
+            jobs += await self._submit(channel, batch, headers=headers)
+        return jobs
+
+    async def _submit(
+        self,
+        channel: str,
+        items: Sequence[tuple[SendableMessage, str | None]],
+        *,
+        delay: float | None = None,
+        priority: int | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> list[Job]:
+        publisher = self._publisher(channel)
+        now = time.time()
+        records = [
+            JobRecord(job_id=job_id or new_message_id(), channel=channel, created_at=now)
+            for _, job_id in items
+        ]
+        # The record exists before the message: a fast worker always finds it, and a
+        # second submit of the same id sees it even while the first is publishing.
+        stored = await self.store.create_jobs(records)
+        sends = []
+        for (payload, _), (record, created) in zip(items, stored, strict=True):
+            if created:
+                sends.append(
+                    publisher.publish(
+                        payload,
+                        headers={**(headers or {}), HEADER_JOB_ID: record.job_id},
+                        correlation_id=record.job_id,
+                        delay=delay,
+                        priority=priority,
+                    )
+                )
+        if sends:
+            try:
+                await asyncio.gather(*sends)
+            except BaseException:
+                fresh = [r.job_id for r, created in stored if created]
+                with contextlib.suppress(Exception):
+                    await self.store.delete_jobs(fresh)
+                raise
+        return [Job(self, record) for record, _ in stored]
+
+    async def get_job(self, job_id: str) -> Job:
+        """The job ``job_id`` as recorded now, from any process."""
+        record = await self.store.get_job(job_id)
+        if record is None:
+            raise JobNotFoundError(
+                f"No job {job_id!r}: it was never submitted to this store "
+                f"({self.settings.store_url or 'beside ' + self.settings.safe_url}) or "
+                "expired after its retention (MSGCORE_JOBS__RESULT_TTL).",
+                job_id=job_id,
+            )
+        return Job(self, record)
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel a job no worker has started; False if it started or finished already.
+
+        The message stays queued; the worker that receives it acknowledges it without
+        running the handler.
+        """
+        return await self.store.cancel_job(
+            job_id, now=time.time(), retention=self.settings.jobs.result_ttl
+        )
+
+    async def wait(
+        self,
+        jobs: Iterable[Job],
+        *,
+        timeout: float | None = None,
+        return_when: ReturnWhen | str = ReturnWhen.ALL,
+        progress: bool = False,
+        raise_on_timeout: bool = False,
+    ) -> WaitResult:
+        """Wait until every job (or the first, ``return_when="first"``) has finished.
+
+        Reads the store's completion feed (one query per wake-up, whatever the number
+        of jobs) and re-reads the pending records in batches every few seconds. At
+        ``timeout`` it returns what finished so far, or raises ``JobTimeoutError`` with
+        ``raise_on_timeout=True``. ``progress=True`` draws a rich progress bar.
+        """
+        mode = ReturnWhen(return_when)
+        handles = list(jobs)
+        by_id: dict[str, list[Job]] = {}
+        for job in handles:
+            by_id.setdefault(job.id, []).append(job)
+        store = self.store
+        deadline = None if timeout is None else time.monotonic() + timeout
+        position = await store.feed_position()
+        pending = set(by_id)
+        done: set[str] = set()
+
+        async def recheck(ids: Iterable[str]) -> None:
+            ids = list(ids)
+            records = await store.get_jobs(ids)
+            for job_id in ids:
+                record = records.get(job_id)
+                if record is None:
+                    continue
+                for job in by_id[job_id]:
+                    job.record = record
+                if record.done:
+                    pending.discard(job_id)
+                    done.add(job_id)
+
+        def finished() -> bool:
+            return not pending or (mode is ReturnWhen.FIRST and bool(done))
+
+        with WaitProgress(len(by_id), enabled=progress) as bar:
+            await recheck(list(pending))
+            bar.update(len(done))
+            last_check = time.monotonic()
+            while not finished():
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    break
+                wake = _RECHECK_EVERY if deadline is None else min(_RECHECK_EVERY, deadline - now)
+                position, events = await store.read_feed(position, timeout=max(wake, 0.0))
+                finished_ids = {e.job_id for e in events if e.job_id in pending}
+                if finished_ids:
+                    await recheck(finished_ids)
+                if time.monotonic() - last_check >= _RECHECK_EVERY:
+                    await recheck(list(pending))
+                    last_check = time.monotonic()
+                bar.update(len(done))
+                if events and not finished():
+                    pause = min(_COALESCE_PER_JOB * len(pending), _COALESCE_MAX)
+                    if deadline is not None:
+                        pause = min(pause, max(deadline - time.monotonic(), 0.0))
+                    await asyncio.sleep(pause)
+        result = WaitResult(
+            done=[j for j in handles if j.id in done],
+            pending=[j for j in handles if j.id not in done],
+        )
+        if raise_on_timeout and not finished():
+            first = result.pending[0]
+            raise JobTimeoutError(
+                f"{len(result.pending)} job(s) not finished within {timeout}s "
+                f"(first: {first.id!r}, {first.record.status.value}); they are still "
+                "queued or running: wait again, or check the workers.",
+                job_id=first.id,
+            )
+        return result
+
+    # -- request/reply --------------------------------------------------------------------
+
+    async def request(
+        self,
+        channel: str,
+        payload: SendableMessage = None,
+        *,
+        timeout: float | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> Any:
+        """Publish ``payload`` and wait for the handler's reply (correlation id; nothing
+        is stored). Raises ``RequestTimeoutError`` after ``timeout`` (default
+        ``MSGCORE_REQUEST_TIMEOUT``)."""
+        return await self._publisher(channel).request(payload, headers=headers, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"Client({self.settings.safe_url!r})"
+

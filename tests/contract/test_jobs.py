@@ -1,0 +1,309 @@
+"""Jobs on every transport and both store backends: results, errors, waits, idempotency.
+
+Each test runs on SQLite, Redis and RabbitMQ (in memory and real, or real only) with the
+job store on a SQLite file and on Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from msgcore import (
+    Client,
+    JobCancelledError,
+    JobFailed,
+    JobStatus,
+    JobTimeoutError,
+    RetryPolicy,
+    Router,
+    open_store,
+)
+
+from .harness import Sink, Transport
+
+STORES = ("sqlite-store", "redis-store")
+
+
+@pytest.fixture(params=STORES)
+async def store_url(
+    request: pytest.FixtureRequest, tmp_path: Path, unique: str
+) -> AsyncIterator[str]:
+    if request.param == "sqlite-store":
+        yield f"sqlite:///{tmp_path / 'jobs.db'}"
+        return
+    url = str(request.getfixturevalue("redis_url"))
+    yield url
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{unique}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+class Render(BaseModel):
+    doc: str
+    pages: int
+
+
+class Rendered(BaseModel):
+    doc: str
+    size: int
+
+
+@asynccontextmanager
+async def running(
+    transport: Transport, router: Router, store_url: str
+) -> AsyncIterator[Client]:
+    """Workers for ``router`` running on ``transport``, and a client beside them."""
+    broker = transport.broker(router, store_url=store_url)
+    async with transport.run(broker) as live:
+        client = Client(
+            settings=transport.settings(store_url=store_url),
+            broker=None if transport.real else live,
+        )
+        try:
+            async with client:
+                yield client
+        finally:
+            await broker.msgcore_jobs.close()
+
+
+async def test_result_round_trip(transport: Transport, store_url: str, unique: str) -> None:
+    router = Router(prefix=f"{unique}.")
+
+    @router.subscriber("render")
+    async def render(job: Render) -> Rendered:
+        return Rendered(doc=job.doc, size=job.pages * 10)
+
+    async with running(transport, router, store_url) as client:
+        job = await client.submit(f"{unique}.render", Render(doc="a.md", pages=3))
+        assert await job.result(timeout=10) == {"doc": "a.md", "size": 30}
+        assert await job.result(timeout=1, as_type=Rendered) == Rendered(doc="a.md", size=30)
+        assert job.record.status is JobStatus.COMPLETED
+        assert job.record.attempts == 1
+        assert job.record.worker_id
+        assert job.record.started_at is not None
+        assert job.record.finished_at is not None
+        assert job.record.finished_at >= job.record.started_at >= job.record.created_at
+
+        # any other process (another store connection) reads the same record
+        async with open_store(store_url, settings=transport.settings()) as other:
+            record = await other.get_job(job.id)
+        assert record is not None
+        assert record.status is JobStatus.COMPLETED
+
+
+async def test_idempotent_submit(transport: Transport, store_url: str, unique: str) -> None:
+    router = Router(prefix=f"{unique}.")
+    calls = Sink()
+
+    @router.subscriber("orders")
+    async def handle(n: int) -> int:
+        calls.add(n)
+        return n * 2
+
+    async with running(transport, router, store_url) as client:
+        first = await client.submit(f"{unique}.orders", 21, job_id=f"{unique}-order-42")
+        second = await client.submit(f"{unique}.orders", 99, job_id=f"{unique}-order-42")
+        assert first.id == second.id == f"{unique}-order-42"
+        assert await first.result(timeout=10) == 42
+        third = await client.submit(f"{unique}.orders", 7, job_id=f"{unique}-order-42")
+        assert third.record.status is JobStatus.COMPLETED
+        assert await third.result(timeout=1) == 42
+        await asyncio.sleep(0.3)  # a duplicate would have run by now
+        assert calls.items == [21]
+
+
+async def test_submit_many_and_wait(transport: Transport, store_url: str, unique: str) -> None:
+    router = Router(prefix=f"{unique}.")
+
+    @router.subscriber("square", max_workers=4)
+    async def square(n: int) -> int:
+        return n * n
+
+    async with running(transport, router, store_url) as client:
+        jobs = await client.submit_many(f"{unique}.square", range(300), batch_size=64)
+        assert len({j.id for j in jobs}) == 300
+        done = await client.wait(jobs, timeout=30)
+        assert not done.pending
+        assert len(done.completed) == 300
+        assert [j.outcome() for j in jobs] == [n * n for n in range(300)]
+        assert done.counts() == {"completed": 300}
+
+
+# In memory a publish runs its handler inline (and TestRabbitBroker refuses a channel
+# without subscribers), so no job stays pending there.
+@pytest.mark.real_only
+async def test_wait_times_out_cleanly(transport: Transport, store_url: str, unique: str) -> None:
+    router = Router(prefix=f"{unique}.")
+
+    @router.subscriber("busy")
+    async def busy(n: int) -> None: ...
+
+    async with running(transport, router, store_url) as client:
+        # nobody consumes this channel: the job stays pending
+        job = await client.submit(f"{unique}.nobody", 1)
+        started = time.monotonic()
+        result = await client.wait([job], timeout=0.5)
+        assert 0.45 <= time.monotonic() - started < 3
+        assert result.done == []
+        assert [j.id for j in result.pending] == [job.id]
+        assert job.record.status is JobStatus.PENDING
+        with pytest.raises(JobTimeoutError) as caught:
+            await job.result(timeout=0.3)
+        assert isinstance(caught.value, TimeoutError)
+        assert caught.value.job_id == job.id
+        assert await job.status() is JobStatus.PENDING
+
+
+async def test_request_reply_through_client(
+    transport: Transport, store_url: str, unique: str
+) -> None:
+    router = Router(prefix=f"{unique}.")
+
+    @router.subscriber("echo")
+    async def echo(text: str) -> str:
+        return text.upper()
+
+    async with running(transport, router, store_url) as client:
+        assert await client.request(f"{unique}.echo", "hi", timeout=10) == "HI"
+
+
+# In memory a publish runs its handler inline (and TestRabbitBroker refuses a channel
+# without subscribers), so no job stays pending there.
+@pytest.mark.real_only
+async def test_wait_first(transport: Transport, store_url: str, unique: str) -> None:
+    router = Router(prefix=f"{unique}.")
+
+    @router.subscriber("fast")
+    async def fast(n: int) -> int:
+        return n
+
+    async with running(transport, router, store_url) as client:
+        quick = await client.submit(f"{unique}.fast", 1)
+        never = await client.submit(f"{unique}.nobody", 2)
+        result = await client.wait([never, quick], timeout=10, return_when="first")
+        assert [j.id for j in result.done] == [quick.id]
+        assert [j.id for j in result.pending] == [never.id]
+
+
+@pytest.mark.real_only
+async def test_failure_retries_then_job_failed(
+    transport: Transport, store_url: str, unique: str
+) -> None:
+    router = Router(prefix=f"{unique}.")
+    attempts: Counter[int] = Counter()
+
+    @router.subscriber("fragile", retry=RetryPolicy(max_attempts=3, backoff=0.05, jitter=0))
+    async def fragile(n: int) -> int:
+        attempts[n] += 1
+        raise ValueError(f"cannot render {n}: the template is missing")
+
+    async with running(transport, router, store_url) as client:
+        job = await client.submit(f"{unique}.fragile", 5)
+        with pytest.raises(JobFailed) as caught:
+            await job.result(timeout=20)
+        assert caught.value.job_id == job.id
+        assert caught.value.error_type == "ValueError"
+        assert caught.value.error_message == "cannot render 5: the template is missing"
+        assert caught.value.attempts == 3
+        assert "cannot render 5" in str(caught.value)
+        assert attempts[5] == 3
+        assert job.record.status is JobStatus.DEAD
+        dead = await transport.wait_dead_letters(client._broker, f"{unique}.fragile", 1)
+        assert len(dead) == 1
+
+
+@pytest.mark.real_only
+async def test_retry_then_success_records_attempts(
+    transport: Transport, store_url: str, unique: str
+) -> None:
+    router = Router(prefix=f"{unique}.")
+    seen: list[int] = []
+
+    @router.subscriber("flaky", retry=RetryPolicy(max_attempts=4, backoff=0.05, jitter=0))
+    async def flaky(n: int) -> str:
+        seen.append(n)
+        if len(seen) < 3:
+            raise ConnectionError("upstream hiccup")
+        return "ok"
+
+    async with running(transport, router, store_url) as client:
+        job = await client.submit(f"{unique}.flaky", 1)
+        assert await job.result(timeout=20) == "ok"
+        assert job.record.attempts == 3
+        assert job.record.status is JobStatus.COMPLETED
+        # the error of the failed attempts does not stick to the completed record
+        assert job.record.error_type is None
+
+
+@pytest.mark.real_only
+async def test_invalid_payload_is_dead_at_once(
+    transport: Transport, store_url: str, unique: str
+) -> None:
+    router = Router(prefix=f"{unique}.")
+
+    @router.subscriber("render")
+    async def render(job: Render) -> None: ...
+
+    async with running(transport, router, store_url) as client:
+        job = await client.submit(f"{unique}.render", {"doc": "x"})  # no pages
+        with pytest.raises(JobFailed) as caught:
+            await job.result(timeout=15)
+        assert caught.value.error_type == "ValidationError"
+        assert caught.value.attempts == 1
+
+
+@pytest.mark.real_only
+async def test_cancel_before_start(transport: Transport, store_url: str, unique: str) -> None:
+    router = Router(prefix=f"{unique}.")
+    ran = Sink()
+
+    @router.subscriber("later")
+    async def later(n: int) -> None:
+        ran.add(n)
+
+    async with running(transport, router, store_url) as client:
+        job = await client.submit(f"{unique}.later", 1, delay=1.0)
+        assert await client.cancel(job.id) is True
+        assert await client.cancel(job.id) is False  # terminal already
+        with pytest.raises(JobCancelledError):
+            await job.result(timeout=1)
+        # the message still arrives; the worker acknowledges it without running it
+        control = await client.submit(f"{unique}.later", 2, delay=1.0)
+        await control.result(timeout=15)
+        assert ran.items == [2]
+        assert await job.status() is JobStatus.CANCELLED
+
+
+async def test_handler_result_types(transport: Transport, store_url: str, unique: str) -> None:
+    router = Router(prefix=f"{unique}.")
+
+    @router.subscriber("kinds")
+    async def kinds(kind: str) -> Any:
+        return {"none": None, "list": [1, "a"], "text": "é", "model": Rendered(doc="d", size=1)}[
+            kind
+        ]
+
+    async with running(transport, router, store_url) as client:
+        jobs = {k: await client.submit(f"{unique}.kinds", k) for k in ("none", "list", "text")}
+        jobs["model"] = await client.submit(f"{unique}.kinds", "model")
+        await client.wait(jobs.values(), timeout=15)
+        assert jobs["none"].outcome() is None
+        assert jobs["none"].record.has_result
+        assert jobs["list"].outcome() == [1, "a"]
+        assert jobs["text"].outcome() == "é"
+        assert jobs["model"].outcome(Rendered) == Rendered(doc="d", size=1)
