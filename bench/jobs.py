@@ -1,0 +1,215 @@
+"""What job tracking costs: submit + completion against bare publish, per transport.
+
+    python bench/jobs.py [--n 2000] [--rounds 3] [--only sqlite,redis,rabbit]
+                         [--loop uvloop|asyncio]
+
+Both sides run the same ``msgcore.Router`` handler in one worker (same process, one
+consumer group, per-message logs off) and send N messages one by one from one task:
+
+- *bare publish*: ``handle.publish(n)``, job tracking off; timed until the handler has
+  seen all N.
+- *jobs*: ``client.submit(channel, n)`` (a pending record, then the publish), the worker
+  records running/completed with the result; timed until ``client.wait(jobs)`` returns
+  all N completed.
+
+Also printed: ``submit_many`` + ``wait`` (batches of 500), and the store queries the
+waiting client made per job per second of waiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+for path in (ROOT / "src", ROOT):  # the package, and tests' RabbitMQ cleanup helper
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from redis.asyncio import Redis  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from msgcore import (  # noqa: E402
+    Client,
+    JobSettings,
+    RabbitSettings,
+    RedisSettings,
+    Router,
+    Settings,
+    create_broker,
+)
+
+REDIS_URL = os.environ.get("MSGCORE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+RABBIT_URL = os.environ.get("MSGCORE_TEST_RABBIT_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def _settings(transport: str, tmp: Path, tag: str, *, track: bool) -> Settings:
+    values: dict[str, Any] = {
+        "log_messages": False,
+        "jobs": JobSettings(track=track),
+        "redis": RedisSettings(stream_prefix=f"{tag}:"),
+        "rabbit": RabbitSettings(exchange=tag),
+    }
+    if transport == "sqlite":
+        values["url"] = f"sqlite:///{tmp / (tag + '.db')}"
+    elif transport == "redis":
+        values["url"] = REDIS_URL
+    else:
+        values["url"] = RABBIT_URL
+        values["store_url"] = f"sqlite:///{tmp / (tag + '-store.db')}"
+    return Settings(**values)
+
+
+class _Seen:
+    def __init__(self, n: int) -> None:
+        self.n, self.count = n, 0
+        self.first, self.done = asyncio.Event(), asyncio.Event()
+
+    def hit(self) -> None:
+        self.count += 1
+        self.first.set()
+        if self.count >= self.n:
+            self.done.set()
+
+
+@asynccontextmanager
+async def _worker(settings: Settings, seen: _Seen | None) -> AsyncIterator[tuple[Any, str]]:
+    router = Router()
+    channel = f"bench.{uuid.uuid4().hex[:8]}"
+
+    @router.subscriber(channel, group="bench")
+    async def handle(n: int) -> int:
+        if seen is not None:
+            seen.hit()
+        return n * n
+
+    publisher = router.publisher(channel)
+    broker = create_broker(router, settings=settings)
+    async with broker:
+        await broker.start()
+        yield publisher, channel
+
+
+async def _cleanup(settings: Settings, tag: str) -> None:
+    if settings.transport == "redis" or (settings.store_url or "").startswith("redis"):
+        client = Redis.from_url(REDIS_URL)
+        try:
+            keys = [k async for k in client.scan_iter(match=f"{tag}:*", count=1000)]
+            if keys:
+                await client.delete(*keys)
+        finally:
+            await client.aclose()
+    if settings.transport == "rabbit":
+        from tests.contract.harness import delete_rabbit_names
+
+        await delete_rabbit_names(settings.url, tag, set(), set())
+
+
+async def bare(transport: str, n: int, tmp: Path) -> float:
+    tag = f"bj{uuid.uuid4().hex[:6]}"
+    settings = _settings(transport, tmp, tag, track=False)
+    seen = _Seen(n + 1)
+    try:
+        async with _worker(settings, seen) as (publisher, _):
+            await publisher.publish(-1)  # warm-up
+            await asyncio.wait_for(seen.first.wait(), 60)
+            started = time.perf_counter()
+            for i in range(n):
+                await publisher.publish(i)
+            await asyncio.wait_for(seen.done.wait(), 300)
+            return n / (time.perf_counter() - started)
+    finally:
+        await _cleanup(settings, tag)
+
+
+async def jobs(transport: str, n: int, tmp: Path, *, many: bool = False) -> tuple[float, float]:
+    """(jobs/s, store queries per job per second of waiting)."""
+    tag = f"bj{uuid.uuid4().hex[:6]}"
+    settings = _settings(transport, tmp, tag, track=True)
+    try:
+        async with _worker(settings, None) as (_, channel), Client(settings=settings) as client:
+            await (await client.submit(channel, -1)).result(timeout=60)  # warm-up
+            started = time.perf_counter()
+            if many:
+                handles = await client.submit_many(channel, range(n))
+            else:
+                handles = [await client.submit(channel, i) for i in range(n)]
+            queries_before, waited_from = client.store.queries, time.perf_counter()
+            result = await client.wait(handles, timeout=300)
+            elapsed = time.perf_counter() - started
+            waited = max(time.perf_counter() - waited_from, 1e-3)
+            queries = client.store.queries - queries_before
+            assert len(result.completed) == n, result.counts()
+            return n / elapsed, queries / n / waited
+    finally:
+        await _cleanup(settings, tag)
+
+
+async def main(args: argparse.Namespace) -> None:
+    console = Console()
+    table = Table(
+        title=f"job tracking cost (N={args.n}, {args.rounds} rounds, loop={args.loop}, "
+        "per-message logs off)"
+    )
+    for col in (
+        "transport",
+        "bare publish msg/s",
+        "submit+wait jobs/s",
+        "time ratio (jobs / bare)",
+        "submit_many+wait jobs/s",
+        "wait: store queries/job/s",
+    ):
+        table.add_column(col, justify="right")
+    with tempfile.TemporaryDirectory() as tmp:
+        for transport in args.only.split(","):
+            b: list[float] = []
+            j: list[float] = []
+            m: list[float] = []
+            q: list[float] = []
+            for _ in range(args.rounds):
+                b.append(await bare(transport, args.n, Path(tmp)))
+                rate, qps = await jobs(transport, args.n, Path(tmp))
+                j.append(rate)
+                rate_many, qps_many = await jobs(transport, args.n, Path(tmp), many=True)
+                m.append(rate_many)
+                q += [qps, qps_many]
+            rb, rj = statistics.median(b), statistics.median(j)
+            table.add_row(
+                transport,
+                f"{rb:,.0f}",
+                f"{rj:,.0f}",
+                f"{rb / rj:.2f}x",
+                f"{statistics.median(m):,.0f}",
+                f"{max(q):.4f}",
+            )
+            console.print(
+                f"{transport}: bare {[round(x) for x in b]}  jobs {[round(x) for x in j]}  "
+                f"many {[round(x) for x in m]}  queries/job/s {[round(x, 4) for x in q]}"
+            )
+    console.print(table)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default="sqlite,redis,rabbit")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parsed = parser.parse_args()
+    if parsed.loop == "uvloop" and sys.platform != "win32":
+        import uvloop
+
+        uvloop.run(main(parsed))
+    else:
+        asyncio.run(main(parsed))
