@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from msgcore.constants import DEFAULT_GROUP
+from msgcore.constants import DEFAULT_GROUP, REDIS_JOB_KEY, REDIS_JOBS_INDEX_KEY, REDIS_KV_KEY
 
 __all__ = [
     "rabbit_dead_letter_queue",
@@ -30,6 +30,10 @@ REDIS_RESERVED_CHANNEL_PREFIXES = (
     "_delayed:",
     "_retry:",
     "_retry-due:",
+    # the job store's keys (msgcore.store.redis), when it shares the prefix
+    REDIS_JOB_KEY,
+    REDIS_JOBS_INDEX_KEY,
+    REDIS_KV_KEY,
 )
 
 
