@@ -118,7 +118,10 @@ def _tie_to_broker(broker: Any, tracker: JobTracker) -> None:
     start, stop = broker.start, broker.stop
 
     async def start_with_store() -> None:
-        await tracker.open()
+        # connected first, so that a store on the transport's SQLite file shares its
+        # connection; opened before consuming, so that an unreachable store fails here
+        await broker.connect()
+        await tracker.open(broker)
         await start()
 
     async def stop_then_close(*args: Any, **kwargs: Any) -> None:

@@ -27,18 +27,26 @@ from msgcore import (
     Router,
     open_store,
 )
+from msgcore.store import store_url_for
 
 from .harness import Sink, Transport
 
-STORES = ("sqlite-store", "redis-store")
+# "beside": MSGCORE_STORE_URL unset, the store lives beside the transport (on the SQLite
+# transport it shares the transport's connection; RabbitMQ gets a SQLite file here).
+STORES = ("sqlite-store", "redis-store", "beside")
 
 
 @pytest.fixture(params=STORES)
 async def store_url(
-    request: pytest.FixtureRequest, tmp_path: Path, unique: str
-) -> AsyncIterator[str]:
+    request: pytest.FixtureRequest, tmp_path: Path, unique: str, transport: Transport
+) -> AsyncIterator[str | None]:
     if request.param == "sqlite-store":
         yield f"sqlite:///{tmp_path / 'jobs.db'}"
+        return
+    if request.param == "beside":
+        # RabbitMQ keeps no state: its default store is a SQLite file in the working
+        # directory, which a test must not write to
+        yield f"sqlite:///{tmp_path / 'rabbit-store.db'}" if transport.name == "rabbit" else None
         return
     url = str(request.getfixturevalue("redis_url"))
     yield url
@@ -65,7 +73,7 @@ class Rendered(BaseModel):
 
 @asynccontextmanager
 async def running(
-    transport: Transport, router: Router, store_url: str
+    transport: Transport, router: Router, store_url: str | None
 ) -> AsyncIterator[Client]:
     """Workers for ``router`` running on ``transport``, and a client beside them."""
     broker = transport.broker(router, store_url=store_url)
@@ -81,7 +89,7 @@ async def running(
             await broker.msgcore_jobs.close()
 
 
-async def test_result_round_trip(transport: Transport, store_url: str, unique: str) -> None:
+async def test_result_round_trip(transport: Transport, store_url: str | None, unique: str) -> None:
     router = Router(prefix=f"{unique}.")
 
     @router.subscriber("render")
@@ -89,6 +97,9 @@ async def test_result_round_trip(transport: Transport, store_url: str, unique: s
         return Rendered(doc=job.doc, size=job.pages * 10)
 
     async with running(transport, router, store_url) as client:
+        # beside the SQLite transport the store writes through the transport's connection
+        shared = store_url is None and transport.name == "sqlite" and transport.real
+        assert client.store.shares_transport_writer is shared
         job = await client.submit(f"{unique}.render", Render(doc="a.md", pages=3))
         assert await job.result(timeout=10) == {"doc": "a.md", "size": 30}
         assert await job.result(timeout=1, as_type=Rendered) == Rendered(doc="a.md", size=30)
@@ -100,13 +111,14 @@ async def test_result_round_trip(transport: Transport, store_url: str, unique: s
         assert job.record.finished_at >= job.record.started_at >= job.record.created_at
 
         # any other process (another store connection) reads the same record
-        async with open_store(store_url, settings=transport.settings()) as other:
+        settings = transport.settings(store_url=client.settings.store_url)
+        async with open_store(store_url_for(settings), settings=settings) as other:
             record = await other.get_job(job.id)
         assert record is not None
         assert record.status is JobStatus.COMPLETED
 
 
-async def test_idempotent_submit(transport: Transport, store_url: str, unique: str) -> None:
+async def test_idempotent_submit(transport: Transport, store_url: str | None, unique: str) -> None:
     router = Router(prefix=f"{unique}.")
     calls = Sink()
 
@@ -127,7 +139,7 @@ async def test_idempotent_submit(transport: Transport, store_url: str, unique: s
         assert calls.items == [21]
 
 
-async def test_submit_many_and_wait(transport: Transport, store_url: str, unique: str) -> None:
+async def test_submit_many_and_wait(transport: Transport, store_url: str | None, unique: str) -> None:
     router = Router(prefix=f"{unique}.")
 
     @router.subscriber("square", max_workers=4)
@@ -147,7 +159,7 @@ async def test_submit_many_and_wait(transport: Transport, store_url: str, unique
 # In memory a publish runs its handler inline (and TestRabbitBroker refuses a channel
 # without subscribers), so no job stays pending there.
 @pytest.mark.real_only
-async def test_wait_times_out_cleanly(transport: Transport, store_url: str, unique: str) -> None:
+async def test_wait_times_out_cleanly(transport: Transport, store_url: str | None, unique: str) -> None:
     router = Router(prefix=f"{unique}.")
 
     @router.subscriber("busy")
@@ -170,7 +182,7 @@ async def test_wait_times_out_cleanly(transport: Transport, store_url: str, uniq
 
 
 async def test_request_reply_through_client(
-    transport: Transport, store_url: str, unique: str
+    transport: Transport, store_url: str | None, unique: str
 ) -> None:
     router = Router(prefix=f"{unique}.")
 
@@ -185,7 +197,7 @@ async def test_request_reply_through_client(
 # In memory a publish runs its handler inline (and TestRabbitBroker refuses a channel
 # without subscribers), so no job stays pending there.
 @pytest.mark.real_only
-async def test_wait_first(transport: Transport, store_url: str, unique: str) -> None:
+async def test_wait_first(transport: Transport, store_url: str | None, unique: str) -> None:
     router = Router(prefix=f"{unique}.")
 
     @router.subscriber("fast")
@@ -202,7 +214,7 @@ async def test_wait_first(transport: Transport, store_url: str, unique: str) -> 
 
 @pytest.mark.real_only
 async def test_failure_retries_then_job_failed(
-    transport: Transport, store_url: str, unique: str
+    transport: Transport, store_url: str | None, unique: str
 ) -> None:
     router = Router(prefix=f"{unique}.")
     attempts: Counter[int] = Counter()
@@ -229,7 +241,7 @@ async def test_failure_retries_then_job_failed(
 
 @pytest.mark.real_only
 async def test_retry_then_success_records_attempts(
-    transport: Transport, store_url: str, unique: str
+    transport: Transport, store_url: str | None, unique: str
 ) -> None:
     router = Router(prefix=f"{unique}.")
     seen: list[int] = []
@@ -252,7 +264,7 @@ async def test_retry_then_success_records_attempts(
 
 @pytest.mark.real_only
 async def test_invalid_payload_is_dead_at_once(
-    transport: Transport, store_url: str, unique: str
+    transport: Transport, store_url: str | None, unique: str
 ) -> None:
     router = Router(prefix=f"{unique}.")
 
@@ -268,7 +280,7 @@ async def test_invalid_payload_is_dead_at_once(
 
 
 @pytest.mark.real_only
-async def test_cancel_before_start(transport: Transport, store_url: str, unique: str) -> None:
+async def test_cancel_before_start(transport: Transport, store_url: str | None, unique: str) -> None:
     router = Router(prefix=f"{unique}.")
     ran = Sink()
 
@@ -289,7 +301,7 @@ async def test_cancel_before_start(transport: Transport, store_url: str, unique:
         assert await job.status() is JobStatus.CANCELLED
 
 
-async def test_handler_result_types(transport: Transport, store_url: str, unique: str) -> None:
+async def test_handler_result_types(transport: Transport, store_url: str | None, unique: str) -> None:
     router = Router(prefix=f"{unique}.")
 
     @router.subscriber("kinds")

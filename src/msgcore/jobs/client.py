@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -80,17 +80,19 @@ class Client:
             return
         owned = self._given_broker is None
         broker = self._adapter.broker() if owned else self._given_broker
-        store = store_for(self.settings)
+        store: Store | None = None
         try:
             if owned:
                 await broker.connect()
+            store = store_for(self.settings, broker=broker)
             await store.open()
         except BaseException:
             if owned:
                 with contextlib.suppress(Exception):
                     await broker.stop()
-            with contextlib.suppress(Exception):
-                await store.close()
+            if store is not None:
+                with contextlib.suppress(Exception):
+                    await store.close()
             raise
         self._broker, self._store = broker, store
 
@@ -202,21 +204,33 @@ class Client:
             JobRecord(job_id=job_id or new_message_id(), channel=channel, created_at=now)
             for _, job_id in items
         ]
-        # The record exists before the message: a fast worker always finds it, and a
-        # second submit of the same id sees it even while the first is publishing.
+        def send(payload: SendableMessage, job_id: str) -> Awaitable[None]:
+            return publisher.publish(
+                payload,
+                headers={**(headers or {}), HEADER_JOB_ID: job_id},
+                correlation_id=job_id,
+                delay=delay,
+                priority=priority,
+            )
+
+        async def send_all() -> None:
+            await asyncio.gather(
+                *(send(p, r.job_id) for (p, _), r in zip(items, records, strict=True))
+            )
+
+        # On the SQLite transport's own file the records and their messages commit in
+        # one transaction (only the messages of records that did not exist yet).
+        together = await self.store.create_jobs_publishing(records, send_all)
+        if together is not None:
+            return [Job(self, record) for record, _ in together]
+        # Elsewhere the record exists before the message: a fast worker always finds
+        # it, and a second submit of the same id sees it while the first publishes.
         stored = await self.store.create_jobs(records)
-        sends = []
-        for (payload, _), (record, created) in zip(items, stored, strict=True):
-            if created:
-                sends.append(
-                    publisher.publish(
-                        payload,
-                        headers={**(headers or {}), HEADER_JOB_ID: record.job_id},
-                        correlation_id=record.job_id,
-                        delay=delay,
-                        priority=priority,
-                    )
-                )
+        sends = [
+            send(payload, record.job_id)
+            for (payload, _), (record, created) in zip(items, stored, strict=True)
+            if created
+        ]
         if sends:
             try:
                 await asyncio.gather(*sends)

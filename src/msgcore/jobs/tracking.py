@@ -16,6 +16,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from faststream import BaseMiddleware
@@ -93,21 +94,22 @@ class JobTracker:
     def declaration_of(self, subscriber: Any) -> tuple[SubscriberDeclaration, str] | None:
         return self._declarations.get(id(subscriber))
 
-    async def store(self) -> Store:
+    async def store(self, broker: Any = None) -> Store:
         if self._store is not None:
             return self._store
         if self._opening is None:
             self._opening = asyncio.Lock()
         async with self._opening:
             if self._store is None:
-                store = store_for(self.settings)
+                store = store_for(self.settings, broker=broker)
                 await store.open()
                 self._store = store
         return self._store
 
-    async def open(self) -> None:
+    async def open(self, broker: Any = None) -> None:
+        """Open the store now (a connected ``broker`` may share its SQLite connection)."""
         if self._declarations:
-            await self.store()
+            await self.store(broker)
 
     async def close(self) -> None:
         purging, self._purging = self._purging, None
@@ -140,6 +142,34 @@ class JobTracker:
     def middleware(self, msg: Any, /, *, context: ContextRepo) -> BaseMiddleware:
         """The broker middleware factory FastStream calls once per message."""
         return _JobMiddleware(msg, context=context, tracker=self)
+
+
+def _late_duplicate(job_id: str, attempt: int) -> None:
+    # another delivery of the same job finished first (its lease ran out while this
+    # one worked): the one completed record it wrote stays
+    logger.warning(
+        "job %s: attempt %d finished after the job was already settled; its result "
+        "was discarded",
+        job_id,
+        attempt,
+        extra={"job_id": job_id},
+    )
+
+
+def _check_recorded(job_id: str, attempt: int, future: asyncio.Future[bool]) -> None:
+    if future.cancelled():
+        return
+    if (exc := future.exception()) is not None:
+        # the ack was in the same transaction and failed with it: redelivered later
+        logger.error(
+            "job %s: recording attempt %d as completed failed: %r",
+            job_id,
+            attempt,
+            exc,
+            extra={"job_id": job_id},
+        )
+    elif not future.result():
+        _late_duplicate(job_id, attempt)
 
 
 class _JobMiddleware(BaseMiddleware):
@@ -177,15 +207,14 @@ class _JobMiddleware(BaseMiddleware):
             raise
         finished = time.time()
         tracker.maybe_purge(store)
-        written = await store.finish_attempt(
-            str(job_id),
-            status=JobStatus.COMPLETED,
-            attempt=attempt,
-            now=finished,
-            retention=tracker.retention,
-            result=encode_result(result),
-            has_result=True,
-        )
+        completion: dict[str, Any] = {
+            "status": JobStatus.COMPLETED,
+            "attempt": attempt,
+            "now": finished,
+            "retention": tracker.retention,
+            "result": encode_result(result),
+            "has_result": True,
+        }
         logger.debug(
             "job %s completed on attempt %d in %.1f ms",
             job_id,
@@ -193,16 +222,13 @@ class _JobMiddleware(BaseMiddleware):
             (finished - started) * 1000,
             extra={"job_id": job_id, "correlation_id": msg.correlation_id},
         )
-        if not written:
-            # another delivery of the same job finished first (its lease ran out
-            # while this one worked): keep the one completed record it wrote
-            logger.warning(
-                "job %s: attempt %d finished after the job was already settled; "
-                "its result was discarded",
-                job_id,
-                attempt,
-                extra={"job_id": job_id},
-            )
+        # On the SQLite transport's own file the record joins the transaction of the
+        # ack that follows (never a later one): atomic with the settlement, one commit.
+        queued = store.queue_finish_attempt(str(job_id), **completion)
+        if queued is not None:
+            queued.add_done_callback(partial(_check_recorded, str(job_id), attempt))
+        elif not await store.finish_attempt(str(job_id), **completion):
+            _late_duplicate(str(job_id), attempt)
         return result
 
     def _already_done(self, status: JobStatus, result: bytes | None, job_id: str) -> Any:

@@ -7,10 +7,13 @@ transport's own SQLite file or Redis server, else (RabbitMQ) a local SQLite file
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from msgcore.exceptions import InvalidURLError
 from msgcore.settings import Settings, transport_of
 from msgcore.store.base import TERMINAL, FeedEvent, JobRecord, JobStatus, Store
-from msgcore.urls import redact_url
+from msgcore.urls import parse_sqlite_url, redact_url
 
 __all__ = [
     "DEFAULT_RABBIT_STORE_URL",
@@ -55,6 +58,22 @@ def open_store(url: str, *, settings: Settings | None = None) -> Store:
     )
 
 
-def store_for(settings: Settings) -> Store:
-    """The (unopened) store ``settings`` select."""
-    return open_store(store_url_for(settings), settings=settings)
+def store_for(settings: Settings, *, broker: Any = None) -> Store:
+    """The (unopened) store ``settings`` select.
+
+    ``broker``: a connected broker of the same settings. When the store is the SQLite
+    transport's own file, the store then shares the transport's connection: one writer
+    for both, so a job's record and its message's ack can commit together.
+    """
+    url = store_url_for(settings)
+    client = getattr(broker, "_connection", None) if settings.transport == "sqlite" else None
+    if client is not None and transport_of(url) == "sqlite":
+        from msgcore.sqlite.client.connection import SqliteClient
+        from msgcore.store.sqlite import SqliteStore
+
+        same_file = Path(parse_sqlite_url(url).path).resolve() == Path(
+            parse_sqlite_url(settings.url).path
+        ).resolve()
+        if same_file and isinstance(client, SqliteClient) and client.connected:
+            return SqliteStore(url, client=client)
+    return open_store(url, settings=settings)

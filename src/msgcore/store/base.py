@@ -9,9 +9,10 @@ polling each job.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Self
@@ -127,6 +128,20 @@ class Store(ABC):
     async def get_jobs(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
         """The records that exist among ``job_ids`` (batched: one round trip per chunk)."""
 
+    async def create_jobs_publishing(
+        self,
+        records: Sequence[JobRecord],
+        publish: Callable[[], Awaitable[None]],
+    ) -> list[tuple[JobRecord, bool]] | None:
+        """``create_jobs`` and the messages ``publish()`` sends, in one transaction: only
+        the messages of records this call created are kept (each carries its job id in
+        the ``x-msgcore-job-id`` header).
+
+        None: this store cannot (it does not share the transport's writer); create the
+        records, then publish.
+        """
+        return None
+
     @abstractmethod
     async def delete_jobs(self, job_ids: Sequence[str]) -> int:
         """Delete job records whatever their state (a submit whose publish failed)."""
@@ -165,6 +180,35 @@ class Store(ABC):
         Refused (False) when the job is terminal already, so a late duplicate cannot
         overwrite the one completed record.
         """
+
+    @property
+    def shares_transport_writer(self) -> bool:
+        """True when the store writes through the transport's own connection (SQLite
+        store on the SQLite transport's file): ``queue_finish_attempt`` then commits with
+        the ack."""
+        return False
+
+    def queue_finish_attempt(
+        self,
+        job_id: str,
+        *,
+        status: JobStatus,
+        attempt: int,
+        now: float,
+        retention: float | None,
+        result: bytes | None = None,
+        has_result: bool = False,
+        error_type: str | None = None,
+        error_message: str | None = None,
+        cached: bool = False,
+    ) -> asyncio.Future[bool] | None:
+        """Queue ``finish_attempt`` into the transport's next commit without waiting.
+
+        Everything the transport queues later (the message's ack) commits in the same
+        transaction or a later one, so the record is never behind the ack. None: this
+        store has no shared writer; call ``finish_attempt``.
+        """
+        return None
 
     @abstractmethod
     async def cancel_job(self, job_id: str, *, now: float, retention: float | None) -> bool:

@@ -16,11 +16,15 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar, cast
 
+from msgcore.constants import HEADER_JOB_ID
 from msgcore.exceptions import StorageError
+from msgcore.sqlite.client.base import OutgoingMessage
 from msgcore.sqlite.client.connection import SqliteClient
+from msgcore.sqlite.publisher.producer import CAPTURED
 from msgcore.store import queries as q
 from msgcore.store.base import TERMINAL, FeedEvent, JobRecord, JobStatus, Store
 from msgcore.urls import parse_sqlite_url, redact_url
@@ -129,18 +133,48 @@ def _columns(r: JobRecord) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+class _FeedSignal:
+    """Wakes the feed readers of every store object on one connection."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.schema_ready = False
+
+    def fire(self) -> None:
+        self.event.set()
+        self.event = asyncio.Event()
+
+
+_SIGNALS: weakref.WeakKeyDictionary[SqliteClient, _FeedSignal] = weakref.WeakKeyDictionary()
+
+
 class SqliteStore(Store):
     """The SQLite :class:`Store`; tables ``msgcore_jobs``, ``msgcore_kv``, ``msgcore_hash``."""
 
-    def __init__(self, url: str, *, busy_timeout: float = 5.0) -> None:
+    def __init__(
+        self, url: str, *, busy_timeout: float = 5.0, client: SqliteClient | None = None
+    ) -> None:
+        """``client``: the SQLite transport's connected client for the same file, shared
+        instead of opening a connection of its own (see ``shares_transport_writer``)."""
         self.url = url
         self.path = parse_sqlite_url(url).path
-        self._db = SqliteClient(self.path, busy_timeout=busy_timeout)
+        self._owned = client is None
+        self._db = (
+            client if client is not None else SqliteClient(self.path, busy_timeout=busy_timeout)
+        )
         self.queries = 0
         self.feed_polls = 0
-        self._feed_written = asyncio.Event()
-        """Set (and replaced) when this object commits a terminal transition: its own
-        commits do not change the ``data_version`` its waiting readers poll."""
+        # Commits on this connection do not change the ``data_version`` its waiting
+        # readers poll, so every store object on one connection shares one signal.
+        self._signal = _SIGNALS.setdefault(self._db, _FeedSignal())
+
+    @property
+    def shares_transport_writer(self) -> bool:
+        return not self._owned
+
+    @property
+    def _feed_written(self) -> asyncio.Event:
+        return self._signal.event
 
     def __repr__(self) -> str:
         return f"SqliteStore({redact_url(self.url)!r})"
@@ -148,6 +182,16 @@ class SqliteStore(Store):
     # -- lifecycle -----------------------------------------------------------------------
 
     async def open(self) -> None:
+        if not self._owned:
+            if not self._db.connected:
+                raise StorageError(
+                    f"The SQLite transport's connection to {self.path} is not open: "
+                    "connect the broker before opening a store that shares it."
+                )
+            if not self._signal.schema_ready:
+                await self._write(_create_schema)
+                self._signal.schema_ready = True
+            return
         if self._db.connected:
             return
         await self._db.connect()
@@ -158,7 +202,8 @@ class SqliteStore(Store):
             raise
 
     async def close(self) -> None:
-        await self._db.close()
+        if self._owned:
+            await self._db.close()
 
     # -- running statements --------------------------------------------------------------
 
@@ -189,14 +234,18 @@ class SqliteStore(Store):
             self.queries += op.count
 
     def _fed(self) -> None:
-        self._feed_written.set()
-        self._feed_written = asyncio.Event()
+        self._signal.fire()
 
     # -- jobs ----------------------------------------------------------------------------
 
     async def create_jobs(self, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
         if not records:
             return []
+        return await self._write(self._create_op(records), heavy=len(records) > _HEAVY_ROWS)
+
+    def _create_op(
+        self, records: Sequence[JobRecord]
+    ) -> Callable[[_Op[list[tuple[JobRecord, bool]]]], list[tuple[JobRecord, bool]]]:
         now = time.time()
 
         def work(sql: _Op[list[tuple[JobRecord, bool]]]) -> list[tuple[JobRecord, bool]]:
@@ -218,6 +267,33 @@ class SqliteStore(Store):
             if new:
                 sql.many(q.INSERT_JOB, new)
             return out
+
+        return work
+
+    async def create_jobs_publishing(
+        self,
+        records: Sequence[JobRecord],
+        publish: Callable[[], Awaitable[None]],
+    ) -> list[tuple[JobRecord, bool]] | None:
+        if self._owned or not records:
+            return None
+        captured: list[OutgoingMessage] = []
+        token = CAPTURED.set(captured)
+        try:
+            await publish()
+        finally:
+            CAPTURED.reset(token)
+        create = self._create_op(records)
+
+        def work(sql: _Op[list[tuple[JobRecord, bool]]]) -> list[tuple[JobRecord, bool]]:
+            stored = create(sql)
+            fresh = {record.job_id for record, created in stored if created}
+            keep = [m for m in captured if (m.headers or {}).get(HEADER_JOB_ID) in fresh]
+            if keep:
+                assert sql._conn is not None
+                sql.count += 1
+                self._db.insert_op(keep)(sql._conn)
+            return stored
 
         return await self._write(work, heavy=len(records) > _HEAVY_ROWS)
 
@@ -283,6 +359,80 @@ class SqliteStore(Store):
         error_message: str | None = None,
         cached: bool = False,
     ) -> bool:
+        op, terminal = self._finish_op(
+            job_id,
+            status=status,
+            attempt=attempt,
+            now=now,
+            retention=retention,
+            result=result,
+            has_result=has_result,
+            error_type=error_type,
+            error_message=error_message,
+            cached=cached,
+        )
+        self._check_open()
+        try:
+            finished = cast(bool, await self._db._write(op))
+        finally:
+            self.queries += op.count
+        if finished and terminal:
+            self._fed()
+        return finished
+
+    def queue_finish_attempt(
+        self,
+        job_id: str,
+        *,
+        status: JobStatus,
+        attempt: int,
+        now: float,
+        retention: float | None,
+        result: bytes | None = None,
+        has_result: bool = False,
+        error_type: str | None = None,
+        error_message: str | None = None,
+        cached: bool = False,
+    ) -> asyncio.Future[bool] | None:
+        if self._owned:
+            return None
+        self._check_open()
+        op, terminal = self._finish_op(
+            job_id,
+            status=status,
+            attempt=attempt,
+            now=now,
+            retention=retention,
+            result=result,
+            has_result=has_result,
+            error_type=error_type,
+            error_message=error_message,
+            cached=cached,
+        )
+        future: asyncio.Future[bool] = self._db._write(op)
+
+        def done(f: asyncio.Future[bool]) -> None:
+            self.queries += op.count
+            if not f.cancelled() and f.exception() is None and f.result() and terminal:
+                self._fed()
+
+        future.add_done_callback(done)
+        return future
+
+    def _finish_op(
+        self,
+        job_id: str,
+        *,
+        status: JobStatus,
+        attempt: int,
+        now: float,
+        retention: float | None,
+        result: bytes | None,
+        has_result: bool,
+        error_type: str | None,
+        error_message: str | None,
+        cached: bool,
+    ) -> tuple[_Op[bool], bool]:
         terminal = status in TERMINAL
         params = {
             "id": job_id,
@@ -310,10 +460,7 @@ class SqliteStore(Store):
                 sql.change(q.ADVANCE_FEED_SEQ)
             return True
 
-        finished = await self._write(work)
-        if finished and terminal:
-            self._fed()
-        return finished
+        return _Op(work), terminal
 
     async def cancel_job(self, job_id: str, *, now: float, retention: float | None) -> bool:
         params = {

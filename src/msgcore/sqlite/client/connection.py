@@ -343,13 +343,22 @@ class SqliteClient(QueueTransport):
 
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         if messages:
-
-            def op(c: sqlite3.Connection) -> None:
-                _insert_messages(c, messages, self._touched)
-
+            op = self.insert_op(messages)
             if len(messages) > _INLINE_MAX_ROWS:
                 self._heavy.add(op)
             await self._write(op)
+
+    def insert_op(
+        self, messages: Sequence[OutgoingMessage]
+    ) -> Callable[[sqlite3.Connection], None]:
+        """The write of ``publish(messages)``, for a caller that composes it into a
+        transaction of its own (the job store: a job's record and its message commit
+        together). Consumers are woken after that transaction commits."""
+
+        def op(c: sqlite3.Connection) -> None:
+            _insert_messages(c, messages, self._touched)
+
+        return op
 
     async def register_group(self, queue: str, group: str) -> None:
         def op(c: sqlite3.Connection) -> None:

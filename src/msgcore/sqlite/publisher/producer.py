@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from faststream._internal.endpoint.utils import ParserComposition
@@ -22,6 +23,12 @@ from msgcore.sqlite.client.base import OutgoingMessage, StoredMessage
 from msgcore.sqlite.parser import SqliteParser
 from msgcore.sqlite.response import SqlitePublishCommand
 from msgcore.sqlite.subscriber.settlement import CURRENT_DELIVERY
+
+CAPTURED: ContextVar[list[OutgoingMessage] | None] = ContextVar(
+    "msgcore_sqlite_captured_publishes", default=None
+)
+"""While set, publishes are encoded into this list instead of being written: the
+caller commits them in a transaction of its own (``SqliteStore.create_jobs_publishing``)."""
 
 if TYPE_CHECKING:
     from fast_depends.library.serializer import SerializerProto
@@ -135,6 +142,10 @@ class SqliteProducer(ProducerProto[SqlitePublishCommand]):
             correlation_id=cmd.correlation_id,
             expires_at=now + REPLY_TTL_SECONDS if is_reply else None,
         )
+        captured = CAPTURED.get()
+        if captured is not None:
+            captured.append(row)
+            return
         delivery = CURRENT_DELIVERY.get()
         in_transaction = (
             self.transactional
