@@ -97,8 +97,13 @@ async def test_result_round_trip(transport: Transport, store_url: str | None, un
         return Rendered(doc=job.doc, size=job.pages * 10)
 
     async with running(transport, router, store_url) as client:
-        # beside the SQLite transport the store writes through the transport's connection
-        shared = store_url is None and transport.name == "sqlite" and transport.real
+        # a store on the transport's own SQLite file or Redis server writes with the
+        # transport (records commit with their messages and acks)
+        shared = (
+            transport.real
+            and transport.name in ("sqlite", "redis")
+            and store_url in (None, transport.url)
+        )
         assert client.store.shares_transport_writer is shared
         job = await client.submit(f"{unique}.render", Render(doc="a.md", pages=3))
         assert await job.result(timeout=10) == {"doc": "a.md", "size": 30}

@@ -84,7 +84,9 @@ class Client:
         try:
             if owned:
                 await broker.connect()
-            store = store_for(self.settings, broker=broker)
+            # a broker the client connected itself may share its connection with the
+            # store; a given one may be a test double that runs handlers inline
+            store = store_for(self.settings, broker=broker if owned else None)
             await store.open()
         except BaseException:
             if owned:

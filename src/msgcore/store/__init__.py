@@ -66,6 +66,11 @@ def store_for(settings: Settings, *, broker: Any = None) -> Store:
     for both, so a job's record and its message's ack can commit together.
     """
     url = store_url_for(settings)
+    if broker is not None and settings.transport == "redis" and url == settings.url:
+        from msgcore.store.redis import RedisStore
+
+        # same server: records ride in the same scripts as their messages and acks
+        return RedisStore(url, prefix=settings.redis.stream_prefix, transport=True)
     client = getattr(broker, "_connection", None) if settings.transport == "sqlite" else None
     if client is not None and transport_of(url) == "sqlite":
         from msgcore.sqlite.client.connection import SqliteClient

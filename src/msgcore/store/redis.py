@@ -15,17 +15,22 @@ Keys, under the stream prefix (``msgcore:`` by default):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from faststream.redis.message import DATA_KEY
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from msgcore.adapters.redis.producer import CAPTURED, CapturedPublish
+from msgcore.adapters.redis.scripts import ScriptArg
+from msgcore.adapters.redis.settlement import CURRENT_DELIVERY, AckCommand
 from msgcore.constants import (
     REDIS_FEED_MAXLEN,
     REDIS_JOB_KEY,
@@ -135,9 +140,12 @@ def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]
 class RedisStore(Store):
     """The Redis :class:`Store`."""
 
-    def __init__(self, url: str, *, prefix: str = "msgcore:") -> None:
+    def __init__(self, url: str, *, prefix: str = "msgcore:", transport: bool = False) -> None:
+        """``transport``: the Redis transport of this process uses the same server, so a
+        job's record can be written in the same step as its message and its ack."""
         self.url = url
         self.prefix = prefix
+        self._with_transport = transport
         self.queries = 0
         self._client: Redis | None = None
         self._index = f"{prefix}{REDIS_JOBS_INDEX_KEY}"
@@ -186,10 +194,10 @@ class RedisStore(Store):
     @contextmanager
     def _errors(self) -> Iterator[None]:
         """Turn redis-py's errors into msgcore's, with the URL redacted."""
-        where = redact_url(self.url)
         try:
             yield
         except (RedisConnectionError, RedisTimeoutError) as exc:
+            where = redact_url(self.url)
             raise StorageError(
                 f"Cannot reach the Redis job store at {where} ({type(exc).__name__}: "
                 f"{redact_url(str(exc))}). Check that Redis is running there and that the "
@@ -198,7 +206,8 @@ class RedisStore(Store):
             ) from None
         except RedisError as exc:
             raise StorageError(
-                f"The Redis job store at {where} refused an operation: {redact_url(str(exc))}"
+                f"The Redis job store at {redact_url(self.url)} refused an operation: "
+                f"{redact_url(str(exc))}"
             ) from None
 
     def _redis(self) -> Redis:
@@ -260,6 +269,46 @@ class RedisStore(Store):
                     out.append((_from_hash(r.job_id, _pairs(reply)), False))
         return out
 
+    async def create_jobs_publishing(
+        self,
+        records: Sequence[JobRecord],
+        publish: Callable[[], Awaitable[None]],
+    ) -> list[tuple[JobRecord, bool]] | None:
+        if not self._with_transport or not records or len(records) > _CHUNK:
+            return None
+        captured: list[CapturedPublish] = []
+        token = CAPTURED.set(captured)
+        try:
+            await publish()
+        finally:
+            CAPTURED.reset(token)
+        by_job = {c.correlation_id: c for c in captured if c.stream}
+        if len(captured) != len(records) or any(r.job_id not in by_job for r in records):
+            # something else than one immediate stream publish per job (a delay):
+            # what was captured is dropped; create, then publish the usual way
+            return None
+        keys = [self._index]
+        streams: list[str] = []
+        head: list[ScriptArg] = [len(records), DATA_KEY]
+        tail: list[ScriptArg] = []
+        for r in records:
+            fields = _to_hash(r)
+            expire_at = "" if r.expires_at is None else str(math.ceil(r.expires_at * 1000))
+            keys.append(self._job(r.job_id))
+            head += [r.job_id, repr(r.created_at), expire_at, str(len(fields))]
+            for name, value in fields.items():
+                head += [name, value]
+            message = by_job[r.job_id]
+            streams.append(message.stream)
+            tail += ["" if message.maxlen is None else message.maxlen, message.data]
+        client = self._redis()
+        with self._errors():
+            replies = await scripts.CREATE_AND_PUBLISH(client, [*keys, *streams], [*head, *tail])
+        return [
+            (r, True) if reply == 1 else (_from_hash(r.job_id, _pairs(reply)), False)
+            for r, reply in zip(records, replies, strict=True)
+        ]
+
     async def delete_jobs(self, job_ids: Sequence[str]) -> int:
         """Delete job records (a submit that failed to publish); how many existed."""
         deleted = 0
@@ -303,6 +352,88 @@ class RedisStore(Store):
         error_message: str | None = None,
         cached: bool = False,
     ) -> bool:
+        keys, args = self._finish_call(
+            job_id,
+            status=status,
+            attempt=attempt,
+            now=now,
+            retention=retention,
+            result=result,
+            has_result=has_result,
+            error_type=error_type,
+            error_message=error_message,
+            cached=cached,
+        )
+        client = self._redis()
+        with self._errors():
+            done = await scripts.FINISH_ATTEMPT(client, keys, args)
+        return bool(done)
+
+    @property
+    def shares_transport_writer(self) -> bool:
+        return self._with_transport
+
+    def queue_finish_attempt(
+        self,
+        job_id: str,
+        *,
+        status: JobStatus,
+        attempt: int,
+        now: float,
+        retention: float | None,
+        result: bytes | None = None,
+        has_result: bool = False,
+        error_type: str | None = None,
+        error_message: str | None = None,
+        cached: bool = False,
+    ) -> asyncio.Future[bool] | None:
+        delivery = CURRENT_DELIVERY.get()
+        if not self._with_transport or delivery is None or delivery.settled:
+            return None
+        keys, args = self._finish_call(
+            job_id,
+            status=status,
+            attempt=attempt,
+            now=now,
+            retention=retention,
+            result=result,
+            has_result=has_result,
+            error_type=error_type,
+            error_message=error_message,
+            cached=cached,
+        )
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        delivery.with_ack.append(AckCommand(scripts.FINISH_ATTEMPT, keys, args, reply))
+        self.queries += 1  # rides in the ack's round trip, counted as a command
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def forward(f: asyncio.Future[Any]) -> None:
+            if done.done():
+                return
+            if f.cancelled():
+                done.cancel()
+            elif (exc := f.exception()) is not None:
+                done.set_exception(exc)
+            else:
+                done.set_result(bool(f.result()))
+
+        reply.add_done_callback(forward)
+        return done
+
+    def _finish_call(
+        self,
+        job_id: str,
+        *,
+        status: JobStatus,
+        attempt: int,
+        now: float,
+        retention: float | None,
+        result: bytes | None,
+        has_result: bool,
+        error_type: str | None,
+        error_message: str | None,
+        cached: bool,
+    ) -> tuple[list[str], list[ScriptArg]]:
         terminal = status in TERMINAL
         # Only a terminal record expires; the others wait for their next attempt.
         retain = retention if terminal else None
@@ -320,23 +451,19 @@ class RedisStore(Store):
         encoded = {name: _encode(value) for name, value in changes.items()}
         pairs = [x for name, v in encoded.items() if v is not None for x in (name, v)]
         gone = [name for name, v in encoded.items() if v is None]
-        client = self._redis()
-        with self._errors():
-            done = await scripts.FINISH_ATTEMPT(
-                client,
-                [self._job(job_id), self._index, self._feed],
-                [
-                    job_id,
-                    status,
-                    repr(now),
-                    "" if retain is None else _ms(retain),
-                    REDIS_FEED_MAXLEN,
-                    len(pairs) // 2,
-                    *pairs,
-                    *gone,
-                ],
-            )
-        return bool(done)
+        return (
+            [self._job(job_id), self._index, self._feed],
+            [
+                job_id,
+                status,
+                repr(now),
+                "" if retain is None else _ms(retain),
+                REDIS_FEED_MAXLEN,
+                len(pairs) // 2,
+                *pairs,
+                *gone,
+            ],
+        )
 
     async def cancel_job(self, job_id: str, *, now: float, retention: float | None) -> bool:
         expires_at = "" if retention is None else repr(now + retention)

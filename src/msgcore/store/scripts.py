@@ -14,7 +14,14 @@ from __future__ import annotations
 from msgcore.adapters.redis.scripts import LuaScript
 from msgcore.store.base import TERMINAL, JobStatus
 
-__all__ = ["CANCEL_JOB", "CREATE_JOBS", "DROP_STALE", "FINISH_ATTEMPT", "START_ATTEMPT"]
+__all__ = [
+    "CANCEL_JOB",
+    "CREATE_AND_PUBLISH",
+    "CREATE_JOBS",
+    "DROP_STALE",
+    "FINISH_ATTEMPT",
+    "START_ATTEMPT",
+]
 
 _TERMINAL = ", ".join(f"['{s}'] = true" for s in sorted(TERMINAL))
 
@@ -132,5 +139,46 @@ for i = 2, #KEYS do
   end
 end
 return dropped
+""",
+)
+
+CREATE_AND_PUBLISH = _script(
+    "store_create_and_publish",
+    """
+-- KEYS: index, then n job hashes, then the n streams of their messages.
+-- ARGV: n, data field name, then per record: job_id, created_at, expire-at ms ('' =
+-- none), field count f, f pairs; then per record: maxlen ('' = none), envelope.
+-- Creates each record that does not exist and adds its message to its stream, in one
+-- step: a record never exists without its message, nor a message without its record.
+-- Returns per record 1 (created) or the stored hash of the job that existed.
+local n, data_key = tonumber(ARGV[1]), ARGV[2]
+local out, created, a = {}, {}, 3
+for k = 1, n do
+  local key = KEYS[1 + k]
+  local job_id, score, expire_at, f = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  local first, last = a + 4, a + 3 + 2 * f
+  a = last + 1
+  if redis.call('EXISTS', key) == 1 then
+    out[k], created[k] = redis.call('HGETALL', key), false
+  else
+    redis.call('HSET', key, unpack(ARGV, first, last))
+    if expire_at ~= '' then redis.call('PEXPIREAT', key, expire_at) end
+    redis.call('ZADD', KEYS[1], score, job_id)
+    out[k], created[k] = 1, true
+  end
+end
+for k = 1, n do
+  local maxlen, data = ARGV[a], ARGV[a + 1]
+  a = a + 2
+  if created[k] then
+    local stream = KEYS[1 + n + k]
+    if maxlen == '' then
+      redis.call('XADD', stream, '*', data_key, data)
+    else
+      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', data_key, data)
+    end
+  end
+end
+return out
 """,
 )

@@ -9,17 +9,41 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 from faststream.redis.message import DATA_KEY
 from faststream.redis.publisher.producer import RedisFastProducer
-from faststream.redis.response import RedisPublishCommand
+from faststream.redis.response import DestinationType, RedisPublishCommand
 from typing_extensions import override
 
 from msgcore.adapters.redis import scripts
 
-__all__ = ["MsgcoreRedisProducer", "Schedule", "ScheduledPublishCommand"]
+__all__ = [
+    "CAPTURED",
+    "CapturedPublish",
+    "MsgcoreRedisProducer",
+    "Schedule",
+    "ScheduledPublishCommand",
+]
+
+
+@dataclass(frozen=True)
+class CapturedPublish:
+    """A stream publish encoded but not sent: its caller adds it in a script of its own."""
+
+    stream: str
+    data: bytes
+    maxlen: int | None
+    correlation_id: str | None
+
+
+CAPTURED: ContextVar[list[CapturedPublish] | None] = ContextVar(
+    "msgcore_redis_captured_publishes", default=None
+)
+"""While set, immediate stream publishes are encoded into this list instead of sent:
+the job store adds each message in the same script as its job's record."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +71,23 @@ class MsgcoreRedisProducer(RedisFastProducer):
     @override
     async def publish(self, cmd: RedisPublishCommand) -> int | bytes:
         schedule = getattr(cmd, "schedule", None)
+        captured = CAPTURED.get()
+        if captured is not None:
+            if schedule is not None or cmd.destination_type is not DestinationType.Stream:
+                # Not a plain stream publish: nothing is sent, and the marker tells the
+                # capturing caller to publish the usual way instead.
+                captured.append(CapturedPublish("", b"", None, None))
+                return b""
+            data = await cmd.message_format.encode(
+                message=cmd.body,
+                reply_to=cmd.reply_to,
+                headers=cmd.headers,
+                correlation_id=cmd.correlation_id or "",
+                serializer=self.serializer,
+                codec=self.codec,
+            )
+            captured.append(CapturedPublish(cmd.destination, data, cmd.maxlen, cmd.correlation_id))
+            return b""
         if not isinstance(schedule, Schedule):
             return await super().publish(cmd)
         data = await cmd.message_format.encode(

@@ -91,6 +91,28 @@ class LuaScript:
             return await client.eval(self.source, len(keys), *keys, *args)
 
 
+async def run_atomically(
+    client: Redis, calls: Sequence[tuple[LuaScript, Sequence[str], Sequence[ScriptArg]]]
+) -> list[Any]:
+    """Run scripts in one ``MULTI``/``EXEC``: one round trip, and no other client's
+    command runs between them.
+
+    A script the server does not know (first use, ``SCRIPT FLUSH``, a restart) fails
+    alone inside the transaction; it is then run on its own right after, loading it.
+    """
+    async with client.pipeline(transaction=True) as pipe:
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        replies = list(await pipe.execute(raise_on_error=False))
+    for i, reply in enumerate(replies):
+        if isinstance(reply, NoScriptError):
+            script, keys, args = calls[i]
+            replies[i] = await script(client, keys, args)
+        elif isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
 ENSURE_GROUPS = LuaScript(
     "ensure_groups",
     """

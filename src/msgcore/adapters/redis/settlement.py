@@ -9,10 +9,11 @@ entry was reclaimed meanwhile, the late settlement changes nothing (see ``script
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,7 @@ from msgcore.adapters.redis.keys import ATTEMPT_FIELD, ORIGIN_FIELD, ChannelKeys
 from msgcore.failures import INVALID_PAYLOAD, describe_error
 from msgcore.retry import RetryPolicy
 
-__all__ = ["CURRENT_DELIVERY", "Delivery", "Settlement", "describe_error"]
+__all__ = ["CURRENT_DELIVERY", "AckCommand", "Delivery", "Settlement", "describe_error"]
 
 _ATTEMPT = ATTEMPT_FIELD.encode()
 _ORIGIN = ORIGIN_FIELD.encode()
@@ -54,6 +55,8 @@ class Delivery:
     started: bool = False
     settled: bool = False
     error: BaseException | None = field(default=None, repr=False)
+    with_ack: list[AckCommand] = field(default_factory=list, repr=False)
+    """Scripts that run with this entry's ack, atomically (the job store's record)."""
 
     @property
     def attempt(self) -> int:
@@ -88,6 +91,17 @@ class Delivery:
         return dump_json(
             {k.decode(errors="replace"): v.decode(errors="replace") for k, v in self.fields.items()}
         )
+
+
+@dataclass(eq=False)
+class AckCommand:
+    """A script to run in the same ``MULTI`` as an entry's ack; ``result`` gets its reply
+    (or the error) once that transaction ran."""
+
+    script: scripts.LuaScript
+    keys: Sequence[str]
+    args: Sequence[scripts.ScriptArg]
+    result: asyncio.Future[Any]
 
 
 class Settlement:
@@ -151,13 +165,35 @@ class Settlement:
     async def ack(self, delivery: Delivery) -> None:
         if not self._take(delivery):
             return
-        acked = await scripts.ACK(
-            self._client(),
-            [delivery.stream],
-            [self.group, delivery.entry_id, delivery.delete_flag],
-        )
+        ack_keys = [delivery.stream]
+        ack_args: list[scripts.ScriptArg] = [self.group, delivery.entry_id, delivery.delete_flag]
+        if delivery.with_ack:
+            acked = await self._ack_with(delivery.with_ack, ack_keys, ack_args)
+        else:
+            acked = await scripts.ACK(self._client(), ack_keys, ack_args)
         if not acked:
             self._lease_lost(delivery, "ack")
+
+    async def _ack_with(
+        self,
+        commands: Sequence[AckCommand],
+        ack_keys: Sequence[str],
+        ack_args: Sequence[scripts.ScriptArg],
+    ) -> Any:
+        """The ack and ``commands`` in one ``MULTI``/``EXEC``: one round trip, atomic."""
+        client = self._client()
+        calls = [(scripts.ACK, ack_keys, ack_args), *((c.script, c.keys, c.args) for c in commands)]
+        try:
+            replies = await scripts.run_atomically(client, calls)
+        except BaseException as exc:
+            for command in commands:
+                if not command.result.done():
+                    command.result.set_exception(exc)
+            raise
+        for command, reply in zip(commands, replies[1:], strict=True):
+            if not command.result.done():
+                command.result.set_result(reply)
+        return replies[0]
 
     async def nack(self, delivery: Delivery, *, delay: float | None = None) -> None:
         """Retry after ``delay`` (default: the backoff), or dead-letter when that is pointless."""
