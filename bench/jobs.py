@@ -1,7 +1,7 @@
 """What job tracking costs: submit + completion against bare publish, per transport.
 
     python bench/jobs.py [--n 2000] [--rounds 3] [--only sqlite,redis,rabbit]
-                         [--loop uvloop|asyncio]
+                         [--loop uvloop|asyncio] [--max-workers 1]
 
 Both sides run the same ``msgcore.Router`` handler in one worker (same process, one
 consumer group, per-message logs off) and send N messages one by one from one task:
@@ -84,12 +84,16 @@ class _Seen:
             self.done.set()
 
 
+RUN = {"max_workers": 1}
+"""Handlers at once in the worker (``--max-workers``), the same on both sides."""
+
+
 @asynccontextmanager
 async def _worker(settings: Settings, seen: _Seen | None) -> AsyncIterator[tuple[Any, str]]:
     router = Router()
     channel = f"bench.{uuid.uuid4().hex[:8]}"
 
-    @router.subscriber(channel, group="bench")
+    @router.subscriber(channel, group="bench", max_workers=RUN["max_workers"])
     async def handle(n: int) -> int:
         if seen is not None:
             seen.hit()
@@ -167,10 +171,11 @@ async def jobs(transport: str, n: int, tmp: Path, *, many: bool = False) -> tupl
 
 
 async def main(args: argparse.Namespace) -> None:
+    RUN["max_workers"] = args.max_workers
     console = Console()
     table = Table(
         title=f"job tracking cost (N={args.n}, {args.rounds} rounds, loop={args.loop}, "
-        "per-message logs off)"
+        f"max_workers={args.max_workers}, per-message logs off)"
     )
     for col in (
         "transport",
@@ -224,6 +229,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default="sqlite,redis,rabbit")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--max-workers", type=int, default=1)
     parsed = parser.parse_args()
     if parsed.loop == "uvloop" and sys.platform != "win32":
         import uvloop

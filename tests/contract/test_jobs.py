@@ -144,7 +144,9 @@ async def test_idempotent_submit(transport: Transport, store_url: str | None, un
         assert calls.items == [21]
 
 
-async def test_submit_many_and_wait(transport: Transport, store_url: str | None, unique: str) -> None:
+async def test_submit_many_and_wait(
+    transport: Transport, store_url: str | None, unique: str
+) -> None:
     router = Router(prefix=f"{unique}.")
 
     @router.subscriber("square", max_workers=4)
@@ -164,7 +166,9 @@ async def test_submit_many_and_wait(transport: Transport, store_url: str | None,
 # In memory a publish runs its handler inline (and TestRabbitBroker refuses a channel
 # without subscribers), so no job stays pending there.
 @pytest.mark.real_only
-async def test_wait_times_out_cleanly(transport: Transport, store_url: str | None, unique: str) -> None:
+async def test_wait_times_out_cleanly(
+    transport: Transport, store_url: str | None, unique: str
+) -> None:
     router = Router(prefix=f"{unique}.")
 
     @router.subscriber("busy")
@@ -285,7 +289,9 @@ async def test_invalid_payload_is_dead_at_once(
 
 
 @pytest.mark.real_only
-async def test_cancel_before_start(transport: Transport, store_url: str | None, unique: str) -> None:
+async def test_cancel_before_start(
+    transport: Transport, store_url: str | None, unique: str
+) -> None:
     router = Router(prefix=f"{unique}.")
     ran = Sink()
 
@@ -306,7 +312,9 @@ async def test_cancel_before_start(transport: Transport, store_url: str | None, 
         assert await job.status() is JobStatus.CANCELLED
 
 
-async def test_handler_result_types(transport: Transport, store_url: str | None, unique: str) -> None:
+async def test_handler_result_types(
+    transport: Transport, store_url: str | None, unique: str
+) -> None:
     router = Router(prefix=f"{unique}.")
 
     @router.subscriber("kinds")

@@ -206,6 +206,7 @@ class Client:
             JobRecord(job_id=job_id or new_message_id(), channel=channel, created_at=now)
             for _, job_id in items
         ]
+
         def send(payload: SendableMessage, job_id: str) -> Awaitable[None]:
             return publisher.publish(
                 payload,
@@ -225,8 +226,19 @@ class Client:
         together = await self.store.create_jobs_publishing(records, send_all)
         if together is not None:
             return [Job(self, record) for record, _ in together]
-        # Elsewhere the record exists before the message: a fast worker always finds
-        # it, and a second submit of the same id sees it while the first publishes.
+        if all(job_id is None for _, job_id in items):
+            # Fresh ids: no earlier job can hold them, so record and message go out at
+            # once. A worker that is faster than the record creates it (start_attempt),
+            # and create_jobs then keeps the worker's record.
+            try:
+                stored, _ = await asyncio.gather(self.store.create_jobs(records), send_all())
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self.store.delete_jobs([r.job_id for r in records])
+                raise
+            return [Job(self, record) for record, _ in stored]
+        # A caller's ids: the record exists before the message, so that a second submit
+        # of the same id finds it and publishes nothing, even while the first publishes.
         stored = await self.store.create_jobs(records)
         sends = [
             send(payload, record.job_id)

@@ -35,6 +35,11 @@ EXPIRES_AT_COLUMN: Final = 13
 
 # A plain rowid table, not WITHOUT ROWID: results can be large, and such rows belong in
 # a table whose b-tree leaves hold one row each.
+# One secondary index only: every index adds a page to each job's commits (measured: a
+# create costs ~120 µs with time, status and channel indexes, ~75 µs with the time index
+# alone), and ``status`` changes two or three times per job. Listing by status or channel
+# walks the time index newest first and filters (operators' queries; the hot path is
+# by job_id).
 SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS {JOBS} (
     job_id        TEXT    PRIMARY KEY,
@@ -56,8 +61,8 @@ CREATE TABLE IF NOT EXISTS {JOBS} (
 );
 
 CREATE INDEX IF NOT EXISTS {JOBS}_created ON {JOBS} (created_at);
-CREATE INDEX IF NOT EXISTS {JOBS}_status ON {JOBS} (status, created_at);
-CREATE INDEX IF NOT EXISTS {JOBS}_channel ON {JOBS} (channel, status, created_at);
+DROP INDEX IF EXISTS {JOBS}_status;
+DROP INDEX IF EXISTS {JOBS}_channel;
 CREATE INDEX IF NOT EXISTS {JOBS}_feed ON {JOBS} (feed_seq) WHERE feed_seq IS NOT NULL;
 CREATE INDEX IF NOT EXISTS {JOBS}_expires ON {JOBS} (expires_at) WHERE expires_at IS NOT NULL;
 
@@ -150,7 +155,8 @@ ADVANCE_FEED_SEQ: Final = (
     f"UPDATE {META} SET value = CAST(value AS INTEGER) + 1 WHERE key = '{FEED_SEQ_META_KEY}'"
 )
 
-# Four texts rather than ``(? IS NULL OR status = ?)``, which no index can serve.
+# Four texts rather than ``(? IS NULL OR status = ?)``: each walks the time index newest
+# first, filtering on the way, and stops at the limit.
 _LIST = f"SELECT {JOB_COLUMNS} FROM {JOBS} WHERE {_LIVE}"
 _NEWEST = "ORDER BY created_at DESC LIMIT :limit"
 LIST_JOBS: Final = f"{_LIST} {_NEWEST}"

@@ -252,9 +252,14 @@ class SqliteStore(Store):
             # Inside the write transaction: nobody can insert between the read and ours.
             stored: dict[str, JobRecord] = {}
             ids = list(dict.fromkeys(r.job_id for r in records))
-            for chunk in _chunks(ids):
-                for row in sql.rows(q.GET_JOBS, {"ids": json.dumps(chunk), "now": now}):
+            if len(ids) == 1:  # a primary-key lookup, cheaper than json_each
+                row = sql.row(q.GET_JOB, {"id": ids[0], "now": now})
+                if row is not None:
                     stored[row[0]] = _record(row)
+            else:
+                for chunk in _chunks(ids):
+                    for row in sql.rows(q.GET_JOBS, {"ids": json.dumps(chunk), "now": now}):
+                        stored[row[0]] = _record(row)
             out: list[tuple[JobRecord, bool]] = []
             new: list[tuple[Any, ...]] = []
             for r in records:
