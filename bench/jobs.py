@@ -89,9 +89,10 @@ RUN = {"max_workers": 1}
 
 
 @asynccontextmanager
-async def _worker(settings: Settings, seen: _Seen | None) -> AsyncIterator[tuple[Any, str]]:
+async def _worker(
+    settings: Settings, seen: _Seen | None, channel: str
+) -> AsyncIterator[tuple[Any, str]]:
     router = Router()
-    channel = f"bench.{uuid.uuid4().hex[:8]}"
 
     @router.subscriber(channel, group="bench", max_workers=RUN["max_workers"])
     async def handle(n: int) -> int:
@@ -106,7 +107,7 @@ async def _worker(settings: Settings, seen: _Seen | None) -> AsyncIterator[tuple
         yield publisher, channel
 
 
-async def _cleanup(settings: Settings, tag: str) -> None:
+async def _cleanup(settings: Settings, tag: str, channel: str | None = None) -> None:
     if settings.transport == "redis" or (settings.store_url or "").startswith("redis"):
         client = Redis.from_url(REDIS_URL)
         try:
@@ -118,7 +119,9 @@ async def _cleanup(settings: Settings, tag: str) -> None:
     if settings.transport == "rabbit":
         from tests.contract.harness import delete_rabbit_names
 
-        await delete_rabbit_names(settings.url, tag, set(), set())
+        # quorum queues never delete themselves: every one the run declared goes
+        channels = {channel} if channel else set()
+        await delete_rabbit_names(settings.url, tag, {(c, "bench") for c in channels}, channels)
 
 
 BATCH = 500
@@ -129,7 +132,7 @@ async def bare(transport: str, n: int, tmp: Path, *, many: bool = False) -> floa
     settings = _settings(transport, tmp, tag, track=False)
     seen = _Seen(n + 1)
     try:
-        async with _worker(settings, seen) as (publisher, _):
+        async with _worker(settings, seen, f"bench.{tag}") as (publisher, _):
             await publisher.publish(-1)  # warm-up
             await asyncio.wait_for(seen.first.wait(), 60)
             started = time.perf_counter()
@@ -144,7 +147,7 @@ async def bare(transport: str, n: int, tmp: Path, *, many: bool = False) -> floa
             await asyncio.wait_for(seen.done.wait(), 300)
             return n / (time.perf_counter() - started)
     finally:
-        await _cleanup(settings, tag)
+        await _cleanup(settings, tag, f"bench.{tag}")
 
 
 async def jobs(transport: str, n: int, tmp: Path, *, many: bool = False) -> tuple[float, float]:
@@ -152,7 +155,10 @@ async def jobs(transport: str, n: int, tmp: Path, *, many: bool = False) -> tupl
     tag = f"bj{uuid.uuid4().hex[:6]}"
     settings = _settings(transport, tmp, tag, track=True)
     try:
-        async with _worker(settings, None) as (_, channel), Client(settings=settings) as client:
+        async with (
+            _worker(settings, None, f"bench.{tag}") as (_, channel),
+            Client(settings=settings) as client,
+        ):
             await (await client.submit(channel, -1)).result(timeout=60)  # warm-up
             started = time.perf_counter()
             if many:
@@ -167,7 +173,7 @@ async def jobs(transport: str, n: int, tmp: Path, *, many: bool = False) -> tupl
             assert len(result.completed) == n, result.counts()
             return n / elapsed, queries / n / waited
     finally:
-        await _cleanup(settings, tag)
+        await _cleanup(settings, tag, f"bench.{tag}")
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "src") not in sys.path:
-    sys.path.insert(0, str(ROOT / "src"))
+for path in (ROOT / "src", ROOT):  # the package, and tests' RabbitMQ cleanup helper
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 from faststream.rabbit import (  # noqa: E402
     ExchangeType,
@@ -68,6 +69,7 @@ async def _drive(
 class _Counter:
     def __init__(self, n: int) -> None:
         self.n, self.seen, self.done = n, 0, asyncio.Event()
+        self.handles: list[Any] = []
 
     def hit(self, i: int) -> None:
         if i < 0:
@@ -153,6 +155,7 @@ def _neutral(settings: Settings, n: int) -> tuple[Any, Callable[[int], Awaitable
         c.hit(body["i"])
 
     handle_pub = router.publisher(channel)
+    c.handles = [handle_pub]
     broker = create_broker(router, settings=settings)
     return broker, lambda i: handle_pub.publish({"i": i}), c
 
@@ -181,13 +184,21 @@ async def msgcore_redis(n: int, tmp: Path) -> float:
 
 
 async def msgcore_rabbit(n: int, tmp: Path) -> float:
+    exchange = f"bench-{uuid.uuid4().hex[:8]}"
     settings = Settings(
-        url=RABBIT_URL,
-        log_messages=False,
-        rabbit=RabbitSettings(exchange=f"bench-{uuid.uuid4().hex[:8]}"),
+        url=RABBIT_URL, log_messages=False, rabbit=RabbitSettings(exchange=exchange)
     )
     broker, publish, c = _neutral(settings, n)
-    return await _drive(broker, publish, n, c.done)
+    try:
+        return await _drive(broker, publish, n, c.done)
+    finally:
+        # quorum queues never delete themselves: remove what msgcore declared
+        from tests.contract.harness import delete_rabbit_names
+
+        channels = {h.full_channel for h in c.handles}
+        await delete_rabbit_names(
+            RABBIT_URL, exchange, {(ch, "bench") for ch in channels}, channels
+        )
 
 
 Side = Callable[[int, Path], Awaitable[float]]

@@ -101,6 +101,11 @@ class Transport:
         values.update(overrides)
         return Settings(**values)
 
+    def uses(self, channel: str) -> str:
+        """Note a channel a test publishes to without declaring it (cleaned up after)."""
+        self._channels.add(channel)
+        return channel
+
     def broker(self, *routers: Router, **settings: Any) -> Any:
         """``create_broker(*routers)`` on this transport (not connected yet)."""
         for router in routers:

@@ -176,7 +176,7 @@ async def test_wait_times_out_cleanly(
 
     async with running(transport, router, store_url) as client:
         # nobody consumes this channel: the job stays pending
-        job = await client.submit(f"{unique}.nobody", 1)
+        job = await client.submit(transport.uses(f"{unique}.nobody"), 1)
         started = time.monotonic()
         result = await client.wait([job], timeout=0.5)
         assert 0.45 <= time.monotonic() - started < 3
@@ -215,7 +215,7 @@ async def test_wait_first(transport: Transport, store_url: str | None, unique: s
 
     async with running(transport, router, store_url) as client:
         quick = await client.submit(f"{unique}.fast", 1)
-        never = await client.submit(f"{unique}.nobody", 2)
+        never = await client.submit(transport.uses(f"{unique}.nobody"), 2)
         result = await client.wait([never, quick], timeout=10, return_when="first")
         assert [j.id for j in result.done] == [quick.id]
         assert [j.id for j in result.pending] == [never.id]
