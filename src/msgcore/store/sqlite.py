@@ -172,10 +172,6 @@ class SqliteStore(Store):
     def shares_transport_writer(self) -> bool:
         return not self._owned
 
-    @property
-    def _feed_written(self) -> asyncio.Event:
-        return self._signal.event
-
     def __repr__(self) -> str:
         return f"SqliteStore({redact_url(self.url)!r})"
 
@@ -530,7 +526,7 @@ class SqliteStore(Store):
             return version, sql.rows(q.READ_FEED, (after, _FEED_BATCH))
 
         while True:
-            written = self._feed_written
+            written = self._signal.event
             version, rows = await self._read(query)
             if rows:
                 events = [FeedEvent(job_id, JobStatus(status)) for job_id, status, _ in rows]
