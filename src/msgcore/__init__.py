@@ -3,7 +3,10 @@
 import logging
 
 from msgcore.app import create_app, create_broker
+from msgcore.cache import CachePolicy, CacheStats
 from msgcore.exceptions import (
+    CacheError,
+    CacheKeyError,
     ConfigurationError,
     DatabaseLockedError,
     DatabaseOpenError,
@@ -26,7 +29,14 @@ from msgcore.jobs import ALL, FIRST, Client, Job, ReturnWhen, SyncClient, SyncJo
 from msgcore.message import Message, MessageView
 from msgcore.retry import RetryPolicy
 from msgcore.router import PublisherHandle, Router
-from msgcore.settings import JobSettings, RabbitSettings, RedisSettings, Settings, SqliteSettings
+from msgcore.settings import (
+    CacheSettings,
+    JobSettings,
+    RabbitSettings,
+    RedisSettings,
+    Settings,
+    SqliteSettings,
+)
 from msgcore.store import JobRecord, JobStatus, Store, open_store, store_for
 from msgcore.urls import redact_url
 
@@ -38,6 +48,11 @@ logging.getLogger("msgcore").addHandler(logging.NullHandler())
 __all__ = [
     "ALL",
     "FIRST",
+    "CacheError",
+    "CacheKeyError",
+    "CachePolicy",
+    "CacheSettings",
+    "CacheStats",
     "Client",
     "ConfigurationError",
     "DatabaseLockedError",

@@ -67,7 +67,14 @@ def create_broker(*routers: Router, settings: Settings | None = None) -> Any:
     settings = settings or Settings()
     adapter = adapter_for(settings)
     broker = adapter.broker()
-    tracker = JobTracker(settings) if settings.jobs.track else None
+    cached = settings.cache.enabled and any(
+        decl.cache is not None
+        for root in routers
+        for router, _ in root.walk()
+        for decl in router.subscribers
+    )
+    # job records and the result cache share the middleware and the store
+    tracker = JobTracker(settings) if settings.jobs.track or cached else None
     # outermost of msgcore's routers: it sees each attempt's outcome before the
     # transport settles it, and user middlewares run inside the job's "running" state
     extra = [tracker.middleware] if tracker is not None else []

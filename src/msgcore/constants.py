@@ -45,3 +45,27 @@ REDIS_JOBS_FEED_KEY: Final = "_jobs:feed"
 REDIS_KV_KEY: Final = "_kv:"
 # The completion feed keeps about this many entries (XADD MAXLEN ~).
 REDIS_FEED_MAXLEN: Final = 100_000
+
+# Result cache (msgcore.cache). SQLite tables beside the job tables:
+CACHE_TABLE: Final = "msgcore_cache"
+"""key -> the cached result (until its TTL)."""
+CACHE_INFLIGHT_TABLE: Final = "msgcore_cache_inflight"
+"""key -> the job computing it (until its lease)."""
+CACHE_CHANNELS_TABLE: Final = "msgcore_cache_channels"
+"""channel -> registered policy and hit/miss/join counters."""
+# Redis keys, after the stream prefix (all start with REDIS_CACHE_KEY_PREFIX):
+REDIS_CACHE_KEY_PREFIX: Final = "_cache:"
+REDIS_CACHE_ENTRY_KEY: Final = "_cache:e:"
+"""+ key: hash of one entry (channel, result, job_id, created_at, expires_at), TTL."""
+REDIS_CACHE_INFLIGHT_KEY: Final = "_cache:f:"
+"""+ key: string, the job id holding the in-flight claim, TTL = the lease."""
+REDIS_CACHE_BY_AGE_KEY: Final = "_cache:z:"
+"""+ channel: sorted set of the channel's keys scored by created_at (cap, clear, size)."""
+REDIS_CACHE_CHANNEL_KEY: Final = "_cache:c:"
+"""+ channel: hash with the registered policy and the hits/misses/joined counters."""
+REDIS_CACHE_CHANNELS_KEY: Final = "_cache:channels"
+"""Set of channels that have a policy, entries or counters."""
+# Set by Client.submit(..., cache=False): run the handler even if the key is filled.
+HEADER_CACHE_BYPASS: Final = "x-msgcore-cache-bypass"
+DEFAULT_CACHE_LEASE_SECONDS: Final = 300.0
+DEFAULT_CACHE_MAX_ENTRIES: Final = 100_000

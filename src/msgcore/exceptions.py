@@ -18,16 +18,20 @@ password (URLs are redacted before they are formatted in).
     │   ├── LeaseLostError
     │   ├── RequestTimeoutError          (also a TimeoutError)
     │   └── PublishOutcomeUnknownError
-    └── JobError
-        ├── JobFailed                    (the handler's error, from any process)
-        ├── JobCancelledError
-        ├── JobNotFoundError             (also a KeyError)
-        └── JobTimeoutError              (also a TimeoutError)
+    ├── JobError
+    │   ├── JobFailed                    (the handler's error, from any process)
+    │   ├── JobCancelledError
+    │   ├── JobNotFoundError             (also a KeyError)
+    │   └── JobTimeoutError              (also a TimeoutError)
+    └── CacheError
+        └── CacheKeyError                (a policy's key function failed)
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "CacheError",
+    "CacheKeyError",
     "ConfigurationError",
     "DatabaseLockedError",
     "DatabaseOpenError",
@@ -148,3 +152,11 @@ class JobNotFoundError(JobError, KeyError):
 
 class JobTimeoutError(JobError, TimeoutError):
     """The job did not finish within the timeout; it is still queued or running."""
+
+
+class CacheError(MsgcoreError):
+    """The result cache could not do what was asked."""
+
+
+class CacheKeyError(CacheError, ValueError):
+    """A cache policy's ``key`` function raised on a payload. Nothing was submitted."""

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from msgcore.constants import DEFAULT_GROUP, REDIS_JOB_KEY, REDIS_JOBS_INDEX_KEY, REDIS_KV_KEY
+from msgcore.constants import (
+    DEFAULT_GROUP,
+    REDIS_CACHE_KEY_PREFIX,
+    REDIS_JOB_KEY,
+    REDIS_JOBS_INDEX_KEY,
+    REDIS_KV_KEY,
+)
 
 __all__ = [
     "rabbit_dead_letter_queue",
@@ -34,6 +40,7 @@ REDIS_RESERVED_CHANNEL_PREFIXES = (
     REDIS_JOB_KEY,
     REDIS_JOBS_INDEX_KEY,
     REDIS_KV_KEY,
+    REDIS_CACHE_KEY_PREFIX,
 )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from msgcore.cache.policy import CachePolicy
 from msgcore.exceptions import ConfigurationError
 from msgcore.retry import RetryPolicy
 
@@ -45,6 +46,7 @@ class SubscriberDeclaration:
     description: str | None = None
     include_in_schema: bool = True
     publishers: list[PublisherHandle] = field(default_factory=list)
+    cache: CachePolicy | None = None
 
     @property
     def endpoint_options(self) -> dict[str, Any]:
@@ -204,6 +206,7 @@ class Router:
         title: str | None = None,
         description: str | None = None,
         include_in_schema: bool = True,
+        cache: bool | CachePolicy = False,
     ) -> Callable[[F], F]:
         """Consume ``channel``; the same declaration runs on every transport.
 
@@ -216,6 +219,8 @@ class Router:
             lease_seconds: How long a worker may go silent before its message is given
                 to another worker (transports with leases).
             no_reply: Do not send the return value to a requester.
+            cache: Reuse results for repeated payloads (``True``, or a ``CachePolicy``
+                with ttl, version, key, max_entries): see docs/cache.md.
         """
         if not channel:
             raise ConfigurationError("A subscriber needs a channel: @router.subscriber('orders')")
@@ -229,6 +234,17 @@ class Router:
         policy = retry or (
             RetryPolicy(max_attempts=max_attempts) if max_attempts else RetryPolicy()
         )
+
+        if cache is True:
+            cache_policy: CachePolicy | None = CachePolicy()
+        elif cache is False or cache is None:
+            cache_policy = None
+        elif isinstance(cache, CachePolicy):
+            cache_policy = cache
+        else:
+            raise ConfigurationError(
+                f"cache= takes True, False or a msgcore.CachePolicy, got {cache!r}"
+            )
 
         def decorator(func: F) -> F:
             decl = SubscriberDeclaration(
@@ -244,6 +260,7 @@ class Router:
                 description=description,
                 include_in_schema=include_in_schema,
                 publishers=list(getattr(func, _PENDING_PUBLISHERS, [])),
+                cache=cache_policy,
             )
             self.subscribers.append(decl)
             setattr(func, _SUBSCRIPTIONS, [*getattr(func, _SUBSCRIPTIONS, []), decl])

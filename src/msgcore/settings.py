@@ -16,11 +16,16 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from msgcore.constants import DEFAULT_RESULT_TTL_SECONDS
+from msgcore.constants import (
+    DEFAULT_CACHE_LEASE_SECONDS,
+    DEFAULT_CACHE_MAX_ENTRIES,
+    DEFAULT_RESULT_TTL_SECONDS,
+)
 from msgcore.exceptions import InvalidURLError
 from msgcore.urls import redact_url
 
 __all__ = [
+    "CacheSettings",
     "JobSettings",
     "RabbitSettings",
     "RedisSettings",
@@ -82,6 +87,30 @@ class JobSettings(BaseModel):
     )
 
 
+class CacheSettings(BaseModel):
+    enabled: bool = Field(
+        True,
+        description="Use the result cache of handlers declared with cache= (False: "
+        "clients submit everything and workers neither read nor fill the cache).",
+    )
+    ttl: float | None = Field(
+        DEFAULT_RESULT_TTL_SECONDS,
+        gt=0,
+        description="Seconds an entry is kept unless its CachePolicy says (None: forever).",
+    )
+    max_entries: int | None = Field(
+        DEFAULT_CACHE_MAX_ENTRIES,
+        ge=1,
+        description="Entries kept per channel unless its CachePolicy says; oldest evicted.",
+    )
+    lease: float = Field(
+        DEFAULT_CACHE_LEASE_SECONDS,
+        gt=0,
+        description="Seconds a queued job holds its key for single-flight (refreshed "
+        "while it runs).",
+    )
+
+
 class Settings(BaseSettings):
     """Where msgcore runs. ``Settings()`` reads ``MSGCORE_*`` environment variables."""
 
@@ -106,6 +135,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     rabbit: RabbitSettings = Field(default_factory=RabbitSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
 
     def __init__(self, **values: Any) -> None:
         super().__init__(**values)

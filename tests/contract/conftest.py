@@ -87,3 +87,33 @@ async def transport(
         yield t
     finally:
         await t.cleanup()
+
+
+# "beside": MSGCORE_STORE_URL unset, the store lives beside the transport (on the SQLite
+# transport it shares the transport's connection; RabbitMQ gets a SQLite file here).
+STORES = ("sqlite-store", "redis-store", "beside")
+
+
+@pytest.fixture(params=STORES)
+async def store_url(
+    request: pytest.FixtureRequest, tmp_path: Path, unique: str, transport: Transport
+) -> AsyncIterator[str | None]:
+    if request.param == "sqlite-store":
+        yield f"sqlite:///{tmp_path / 'jobs.db'}"
+        return
+    if request.param == "beside":
+        # RabbitMQ keeps no state: its default store is a SQLite file in the working
+        # directory, which a test must not write to
+        yield f"sqlite:///{tmp_path / 'rabbit-store.db'}" if transport.name == "rabbit" else None
+        return
+    url = str(request.getfixturevalue("redis_url"))
+    yield url
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{unique}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()

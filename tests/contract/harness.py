@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from msgcore import RabbitSettings, RedisSettings, Router, Settings, create_broker, naming
+from msgcore import (
+    Client,
+    RabbitSettings,
+    RedisSettings,
+    Router,
+    Settings,
+    create_broker,
+    naming,
+)
 from msgcore.adapters import adapter_for
 from msgcore.adapters.base import DeadLetterRecord
 from msgcore.testing import TestClient
@@ -207,3 +215,21 @@ async def delete_rabbit_names(
             await channel_.exchange_delete(name)
     finally:
         await connection.close()
+
+
+@asynccontextmanager
+async def running(
+    transport: Transport, router: Router, store_url: str | None
+) -> AsyncIterator[Client]:
+    """Workers for ``router`` running on ``transport``, and a client beside them."""
+    broker = transport.broker(router, store_url=store_url)
+    async with transport.run(broker) as live:
+        client = Client(
+            settings=transport.settings(store_url=store_url),
+            broker=None if transport.real else live,
+        )
+        try:
+            async with client:
+                yield client
+        finally:
+            await broker.msgcore_jobs.close()

@@ -9,16 +9,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 from msgcore import (
-    Client,
     JobCancelledError,
     JobFailed,
     JobStatus,
@@ -29,36 +25,7 @@ from msgcore import (
 )
 from msgcore.store import store_url_for
 
-from .harness import Sink, Transport
-
-# "beside": MSGCORE_STORE_URL unset, the store lives beside the transport (on the SQLite
-# transport it shares the transport's connection; RabbitMQ gets a SQLite file here).
-STORES = ("sqlite-store", "redis-store", "beside")
-
-
-@pytest.fixture(params=STORES)
-async def store_url(
-    request: pytest.FixtureRequest, tmp_path: Path, unique: str, transport: Transport
-) -> AsyncIterator[str | None]:
-    if request.param == "sqlite-store":
-        yield f"sqlite:///{tmp_path / 'jobs.db'}"
-        return
-    if request.param == "beside":
-        # RabbitMQ keeps no state: its default store is a SQLite file in the working
-        # directory, which a test must not write to
-        yield f"sqlite:///{tmp_path / 'rabbit-store.db'}" if transport.name == "rabbit" else None
-        return
-    url = str(request.getfixturevalue("redis_url"))
-    yield url
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(url)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{unique}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+from .harness import Sink, Transport, running
 
 
 class Render(BaseModel):
@@ -69,24 +36,6 @@ class Render(BaseModel):
 class Rendered(BaseModel):
     doc: str
     size: int
-
-
-@asynccontextmanager
-async def running(
-    transport: Transport, router: Router, store_url: str | None
-) -> AsyncIterator[Client]:
-    """Workers for ``router`` running on ``transport``, and a client beside them."""
-    broker = transport.broker(router, store_url=store_url)
-    async with transport.run(broker) as live:
-        client = Client(
-            settings=transport.settings(store_url=store_url),
-            broker=None if transport.real else live,
-        )
-        try:
-            async with client:
-                yield client
-        finally:
-            await broker.msgcore_jobs.close()
 
 
 async def test_result_round_trip(transport: Transport, store_url: str | None, unique: str) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from msgcore.exceptions import StorageError
 from msgcore.store import FeedEvent, JobRecord, JobStatus, Store
+from msgcore.store.base import AttemptOutcome
 from msgcore.store.redis import RedisStore
 
 from .conftest import OpenStore
@@ -33,7 +34,8 @@ async def finish(
     store: Store, job_id: str, status: JobStatus = DONE, *, attempt: int = 1, **kw: Any
 ) -> bool:
     kw.setdefault("retention", 60.0)
-    return await store.finish_attempt(job_id, status=status, attempt=attempt, now=time.time(), **kw)
+    outcome = AttemptOutcome(status=status, attempt=attempt, now=time.time(), **kw)
+    return await store.finish_attempt(job_id, outcome)
 
 
 # -- create / get --------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Iterable, Sequence
 from types import TracebackType
@@ -18,20 +19,26 @@ from typing import Any, Self
 from faststream._internal.basic_types import SendableMessage
 
 from msgcore.adapters import adapter_for
-from msgcore.constants import HEADER_JOB_ID
+from msgcore.cache.keys import cache_key, payload_value
+from msgcore.cache.policy import ChannelCache
+from msgcore.constants import HEADER_CACHE_BYPASS, HEADER_JOB_ID
 from msgcore.exceptions import (
     ConfigurationError,
     JobNotFoundError,
     JobTimeoutError,
 )
 from msgcore.ids import new_message_id
+from msgcore.jobs.codec import decode_result
 from msgcore.jobs.job import Job, ReturnWhen, WaitResult
 from msgcore.jobs.progress import WaitProgress
 from msgcore.router import PublisherHandle, Router
 from msgcore.settings import Settings, transport_of
 from msgcore.store import JobRecord, Store, store_for
+from msgcore.store.cache import CacheStats, CacheSubmit, ClaimKind
 
 __all__ = ["Client"]
+
+cache_logger = logging.getLogger("msgcore.cache")
 
 # Jobs whose records a waiter re-reads in one batch when the feed is quiet: covers a
 # feed that was trimmed or a waiter that started after the event.
@@ -41,6 +48,9 @@ _RECHECK_EVERY = 5.0
 # and the waiting process leaves the CPU to the workers. A single job is not delayed.
 _COALESCE_PER_JOB = 0.0005
 _COALESCE_MAX = 0.05
+# A channel without a registered cache policy is asked again after this long (a worker
+# may start and register it); a known policy is kept until the store says it is stale.
+_POLICY_RECHECK = 5.0
 
 
 class Client:
@@ -72,6 +82,8 @@ class Client:
         self._store: Store | None = None
         self._router = Router()
         self._publishers: dict[str, PublisherHandle] = {}
+        self._policies: dict[str, tuple[ChannelCache | None, float]] = {}
+        self._warned_keys: set[str] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -154,11 +166,16 @@ class Client:
         delay: float | None = None,
         priority: int | None = None,
         headers: dict[str, Any] | None = None,
+        cache: bool = True,
     ) -> Job:
         """Queue ``payload`` on ``channel`` as a job and return its handle.
 
         With an existing ``job_id`` nothing is queued: the existing job is returned
-        (idempotent submit).
+        (idempotent submit). On a channel whose handler caches its results, a payload
+        whose result is cached returns a completed job (``job.cached``) and publishes
+        nothing, and a payload being computed right now returns that job
+        (single-flight); ``cache=False`` runs the handler anyway (and refreshes the
+        entry).
         """
         jobs = await self._submit(
             channel,
@@ -166,6 +183,7 @@ class Client:
             delay=delay,
             priority=priority,
             headers=headers,
+            cache=cache,
         )
         return jobs[0]
 
@@ -176,8 +194,10 @@ class Client:
         *,
         batch_size: int = 500,
         headers: dict[str, Any] | None = None,
+        cache: bool = True,
     ) -> list[Job]:
-        """Submit many jobs: one store transaction and one concurrent publish per batch."""
+        """Submit many jobs: one store transaction and one concurrent publish per batch
+        (the result cache applies as in ``submit``)."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         jobs: list[Job] = []
@@ -185,10 +205,10 @@ class Client:
         for payload in payloads:
             batch.append((payload, None))
             if len(batch) >= batch_size:
-                jobs += await self._submit(channel, batch, headers=headers)
+                jobs += await self._submit(channel, batch, headers=headers, cache=cache)
                 batch = []
         if batch:
-            jobs += await self._submit(channel, batch, headers=headers)
+            jobs += await self._submit(channel, batch, headers=headers, cache=cache)
         return jobs
 
     async def _submit(
@@ -199,6 +219,7 @@ class Client:
         delay: float | None = None,
         priority: int | None = None,
         headers: dict[str, Any] | None = None,
+        cache: bool = True,
     ) -> list[Job]:
         publisher = self._publisher(channel)
         now = time.time()
@@ -206,6 +227,14 @@ class Client:
             JobRecord(job_id=job_id or new_message_id(), channel=channel, created_at=now)
             for _, job_id in items
         ]
+        if not cache:
+            headers = {**(headers or {}), HEADER_CACHE_BYPASS: "1"}
+        elif self.settings.cache.enabled and (policy := await self._cache_policy(channel)):
+            cached = await self._submit_cached(
+                policy, items, records, delay=delay, priority=priority, headers=headers
+            )
+            if cached is not None:
+                return cached
 
         def send(payload: SendableMessage, job_id: str) -> Awaitable[None]:
             return publisher.publish(
@@ -254,6 +283,110 @@ class Client:
                     await self.store.delete_jobs(fresh)
                 raise
         return [Job(self, record) for record, _ in stored]
+
+    # -- result cache ---------------------------------------------------------------------
+
+    async def _cache_policy(self, channel: str, *, reload: bool = False) -> ChannelCache | None:
+        """The channel's registered policy, if this client can key submits with it."""
+        known = self._policies.get(channel)
+        now = time.monotonic()
+        if reload or known is None or (known[0] is None and now - known[1] >= _POLICY_RECHECK):
+            text = await self.store.cache_policy(channel)
+            policy = None if text is None else ChannelCache.from_json(channel, text)
+            self._policies[channel] = known = (policy, now)
+        policy = known[0]
+        if policy is not None and policy.key_missing:
+            if channel not in self._warned_keys:
+                self._warned_keys.add(channel)
+                cache_logger.warning(
+                    "channel %s keys its cache with %s, which cannot be imported here: "
+                    "submits go to the workers, which still answer cached payloads",
+                    channel,
+                    policy.key_path,
+                )
+            return None
+        return policy
+
+    async def _submit_cached(
+        self,
+        policy: ChannelCache,
+        items: Sequence[tuple[SendableMessage, str | None]],
+        records: list[JobRecord],
+        *,
+        delay: float | None,
+        priority: int | None,
+        headers: dict[str, Any] | None,
+    ) -> list[Job] | None:
+        """Submit through the cache: hits and joins publish nothing. None: the channel
+        has no cache any more (submit the plain way)."""
+        for _ in range(2):
+            requests = [
+                CacheSubmit(
+                    key=cache_key(policy.channel, policy.version, payload_value(p), policy.key),
+                    record=r,
+                    version=policy.version,
+                    lease=policy.lease,
+                    retention=self.settings.jobs.result_ttl,
+                )
+                for (p, _), r in zip(items, records, strict=True)
+            ]
+            claims = await self.store.cache_submit(requests, now=time.time())
+            if all(c.kind is not ClaimKind.STALE for c in claims):
+                break
+            # a worker registered another version since: key again with it
+            reloaded = await self._cache_policy(policy.channel, reload=True)
+            if reloaded is None:
+                return None
+            policy = reloaded
+        else:
+            return None
+        publisher = self._publisher(policy.channel)
+        sends = []
+        for (payload, _), request, found in zip(items, requests, claims, strict=True):
+            if found.kind is ClaimKind.CLAIMED:
+                job_id = request.record.job_id
+                sends.append(
+                    publisher.publish(
+                        payload,
+                        headers={**(headers or {}), HEADER_JOB_ID: job_id},
+                        correlation_id=job_id,
+                        delay=delay,
+                        priority=priority,
+                    )
+                )
+            elif found.kind is ClaimKind.HIT and found.record is not None:
+                cache_logger.info(
+                    "job %s: cache hit on %s, completed without publishing",
+                    found.record.job_id,
+                    policy.channel,
+                    extra={"job_id": found.record.job_id},
+                )
+        if sends:
+            try:
+                await asyncio.gather(*sends)
+            except BaseException:
+                fresh = [
+                    (r.key, r.record.job_id)
+                    for r, c in zip(requests, claims, strict=True)
+                    if c.kind is ClaimKind.CLAIMED
+                ]
+                with contextlib.suppress(Exception):
+                    await self.store.delete_jobs([job_id for _, job_id in fresh])
+                    await self.store.cache_release(fresh)
+                raise
+        jobs = []
+        for found in claims:
+            assert found.record is not None
+            jobs.append(Job(self, found.record))
+        return jobs
+
+    async def cache_stats(self, channel: str | None = None) -> list[CacheStats]:
+        """Hits, misses, joins, entries and size per cached channel (or one channel)."""
+        return await self.store.cache_stats(channel=channel)
+
+    async def cache_clear(self, channel: str | None = None) -> int:
+        """Delete cached results (of one channel) and zero the counters; how many."""
+        return await self.store.cache_clear(channel=channel)
 
     async def get_job(self, job_id: str) -> Job:
         """The job ``job_id`` as recorded now, from any process."""
@@ -365,12 +498,21 @@ class Client:
         *,
         timeout: float | None = None,
         headers: dict[str, Any] | None = None,
+        cache: bool = True,
     ) -> Any:
-        """Publish ``payload`` and wait for the handler's reply (correlation id; nothing
+        """Publish ``payload`` and wait for the handler's reply (correlation id; no job
         is stored). Raises ``RequestTimeoutError`` after ``timeout`` (default
-        ``MSGCORE_REQUEST_TIMEOUT``)."""
+        ``MSGCORE_REQUEST_TIMEOUT``). On a cached channel a cached result is returned
+        without publishing (``cache=False``: ask the handler anyway)."""
+        if not cache:
+            headers = {**(headers or {}), HEADER_CACHE_BYPASS: "1"}
+        elif self.settings.cache.enabled and (policy := await self._cache_policy(channel)):
+            key = cache_key(channel, policy.version, payload_value(payload), policy.key)
+            found = await self.store.cache_lookup(key, now=time.time())
+            if found is not None:
+                cache_logger.info("cache hit on %s: answered without publishing", channel)
+                return decode_result(found.result)
         return await self._publisher(channel).request(payload, headers=headers, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"Client({self.settings.safe_url!r})"
-

@@ -21,6 +21,7 @@ from msgcore.jobs.client import Client
 from msgcore.jobs.job import Job, ReturnWhen, WaitResult
 from msgcore.settings import Settings
 from msgcore.store import JobRecord, JobStatus
+from msgcore.store.cache import CacheStats
 
 __all__ = ["SyncClient", "SyncJob"]
 
@@ -152,10 +153,17 @@ class SyncClient:
         delay: float | None = None,
         priority: int | None = None,
         headers: dict[str, Any] | None = None,
+        cache: bool = True,
     ) -> SyncJob:
         job = self._call(
             self._client.submit(
-                channel, payload, job_id=job_id, delay=delay, priority=priority, headers=headers
+                channel,
+                payload,
+                job_id=job_id,
+                delay=delay,
+                priority=priority,
+                headers=headers,
+                cache=cache,
             )
         )
         return SyncJob(self, job)
@@ -167,10 +175,11 @@ class SyncClient:
         *,
         batch_size: int = 500,
         headers: dict[str, Any] | None = None,
+        cache: bool = True,
     ) -> list[SyncJob]:
         jobs = self._call(
             self._client.submit_many(
-                channel, list(payloads), batch_size=batch_size, headers=headers
+                channel, list(payloads), batch_size=batch_size, headers=headers, cache=cache
             )
         )
         return [SyncJob(self, job) for job in jobs]
@@ -208,8 +217,17 @@ class SyncClient:
         *,
         timeout: float | None = None,
         headers: dict[str, Any] | None = None,
+        cache: bool = True,
     ) -> Any:
-        return self._call(self._client.request(channel, payload, timeout=timeout, headers=headers))
+        return self._call(
+            self._client.request(channel, payload, timeout=timeout, headers=headers, cache=cache)
+        )
+
+    def cache_stats(self, channel: str | None = None) -> list[CacheStats]:
+        return self._call(self._client.cache_stats(channel))
+
+    def cache_clear(self, channel: str | None = None) -> int:
+        return self._call(self._client.cache_clear(channel))
 
     def __repr__(self) -> str:
         return f"SyncClient({self.settings.safe_url!r})"

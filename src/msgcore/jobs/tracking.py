@@ -16,17 +16,23 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from faststream import BaseMiddleware
 from faststream.exceptions import AckMessage, HandlerException, NackMessage, RejectMessage
 
-from msgcore.constants import HEADER_JOB_ID
+from msgcore.cache.keys import body_value, cache_key
+from msgcore.cache.policy import ChannelCache
+from msgcore.constants import HEADER_CACHE_BYPASS, HEADER_JOB_ID
+from msgcore.exceptions import CacheKeyError
 from msgcore.failures import INVALID_PAYLOAD
 from msgcore.jobs.codec import decode_result, encode_result
 from msgcore.message import MessageView
 from msgcore.store import JobStatus, Store, store_for
+from msgcore.store.base import AttemptOutcome
+from msgcore.store.cache import CacheCheck, CacheFill
 
 if TYPE_CHECKING:
     from faststream._internal.context.repository import ContextRepo
@@ -38,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["JobTracker", "worker_id"]
 
 logger = logging.getLogger("msgcore.jobs")
+cache_logger = logging.getLogger("msgcore.cache")
 
 _ERROR_TEXT_LIMIT = 4000
 # Expired records are deleted by a worker at most this often (Redis expires by itself).
@@ -49,6 +56,14 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+@dataclass(frozen=True)
+class _Tracked:
+    decl: SubscriberDeclaration
+    channel: str
+    cache: ChannelCache | None
+    """The channel's cache policy (None: no cache, or MSGCORE_CACHE__ENABLED=false)."""
+
+
 class JobTracker:
     """Holds the store of one broker's workers and the declarations it tracks."""
 
@@ -57,12 +72,17 @@ class JobTracker:
         self.retention = settings.jobs.result_ttl
         self._store: Store | None = None
         self._opening: asyncio.Lock | None = None
-        self._declarations: dict[int, tuple[SubscriberDeclaration, str]] = {}
+        self.track_jobs = settings.jobs.track
+        self.use_cache = settings.cache.enabled
+        self._declarations: dict[int, _Tracked] = {}
         self._purged_at = time.monotonic()
         self._purging: asyncio.Task[None] | None = None
 
     def track(self, subscriber: Any, decl: SubscriberDeclaration, channel: str) -> None:
-        self._declarations[id(subscriber)] = (decl, channel)
+        cache = None
+        if decl.cache is not None and self.use_cache:
+            cache = decl.cache.resolve(channel, self.settings)
+        self._declarations[id(subscriber)] = _Tracked(decl, channel, cache)
         # the transports' subscribers report crash loops through this attribute
         subscriber.msgcore_jobs = self
 
@@ -76,12 +96,14 @@ class JobTracker:
             store = await self.store()
             await store.finish_attempt(
                 str(job_id),
-                status=JobStatus.DEAD,
-                attempt=attempt,
-                now=time.time(),
-                retention=self.retention,
-                error_type="CrashLoop",
-                error_message=reason,
+                AttemptOutcome(
+                    status=JobStatus.DEAD,
+                    attempt=attempt,
+                    now=time.time(),
+                    retention=self.retention,
+                    error_type="CrashLoop",
+                    error_message=reason,
+                ),
             )
         except Exception as exc:  # the message is dead-lettered either way
             logger.error(
@@ -91,7 +113,12 @@ class JobTracker:
                 extra={"job_id": job_id},
             )
 
-    def declaration_of(self, subscriber: Any) -> tuple[SubscriberDeclaration, str] | None:
+    @property
+    def caches(self) -> bool:
+        """Some tracked handler caches its results."""
+        return any(t.cache is not None for t in self._declarations.values())
+
+    def declaration_of(self, subscriber: Any) -> _Tracked | None:
         return self._declarations.get(id(subscriber))
 
     async def store(self, broker: Any = None) -> Store:
@@ -103,11 +130,25 @@ class JobTracker:
             if self._store is None:
                 store = store_for(self.settings, broker=broker)
                 await store.open()
+                try:
+                    await self._register(store)
+                except BaseException:
+                    await store.close()
+                    raise
                 self._store = store
         return self._store
 
+    async def _register(self, store: Store) -> None:
+        """Publish the cached channels' policies: clients key their submits with them."""
+        registered: set[str] = set()
+        for tracked in self._declarations.values():
+            if tracked.cache is not None and tracked.channel not in registered:
+                await store.cache_register(tracked.channel, tracked.cache.to_json())
+                registered.add(tracked.channel)
+
     async def open(self, broker: Any = None) -> None:
-        """Open the store now (a connected ``broker`` may share its SQLite connection)."""
+        """Open the store now (a connected ``broker`` may share its SQLite connection)
+        and register the cached channels' policies for clients."""
         if self._declarations:
             await self.store(broker)
 
@@ -148,8 +189,7 @@ def _late_duplicate(job_id: str, attempt: int) -> None:
     # another delivery of the same job finished first (its lease ran out while this
     # one worked): the one completed record it wrote stays
     logger.warning(
-        "job %s: attempt %d finished after the job was already settled; its result "
-        "was discarded",
+        "job %s: attempt %d finished after the job was already settled; its result was discarded",
         job_id,
         attempt,
         extra={"job_id": job_id},
@@ -172,6 +212,42 @@ def _check_recorded(job_id: str, attempt: int, future: asyncio.Future[bool]) -> 
         _late_duplicate(job_id, attempt)
 
 
+class _LeaseKeeper:
+    """Refreshes a running job's in-flight claim on its cache key every half lease, so
+    that only a dead worker's claim runs out (and a duplicate submit may run again)."""
+
+    def __init__(self, store: Store, key: str, job_id: str, lease: float) -> None:
+        self.store, self.key, self.job_id, self.lease = store, key, job_id, lease
+        self._handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._schedule()
+
+    def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._handle = loop.call_later(self.lease / 2, self._fire)
+
+    def _fire(self) -> None:
+        self._task = asyncio.create_task(self._extend())
+
+    async def _extend(self) -> None:
+        try:
+            await self.store.cache_extend(self.key, self.job_id, lease=self.lease, now=time.time())
+        except Exception as exc:  # the next round tries again
+            cache_logger.warning(
+                "job %s: refreshing its cache claim failed: %r",
+                self.job_id,
+                exc,
+                extra={"job_id": self.job_id},
+            )
+        self._schedule()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._task is not None:
+            self._task.cancel()
+
+
 class _JobMiddleware(BaseMiddleware):
     def __init__(self, msg: Any, /, *, context: ContextRepo, tracker: JobTracker) -> None:
         super().__init__(msg, context=context)
@@ -182,39 +258,120 @@ class _JobMiddleware(BaseMiddleware):
         call_next: Callable[[Any], Awaitable[Any]],
         msg: StreamMessage[Any],
     ) -> Any:
-        job_id = msg.headers.get(HEADER_JOB_ID)
-        found = self.tracker.declaration_of(self.context.get_local("handler_"))
-        if not job_id or found is None:
+        tracked = self.tracker.declaration_of(self.context.get_local("handler_"))
+        if tracked is None:
             return await call_next(msg)
-        decl, channel = found
+        job_id = msg.headers.get(HEADER_JOB_ID) if self.tracker.track_jobs else None
+        key = self._cache_key(tracked, msg)
+        if job_id:
+            return await self._job(call_next, msg, tracked, str(job_id), key)
+        if key is not None:
+            return await self._cached_call(call_next, msg, tracked, key)
+        return await call_next(msg)
+
+    def _cache_key(self, tracked: _Tracked, msg: StreamMessage[Any]) -> str | None:
+        cache = tracked.cache
+        if cache is None:
+            return None
+        try:
+            return cache_key(
+                tracked.channel,
+                cache.version,
+                body_value(msg.body, msg.content_type),
+                cache.key,
+            )
+        except CacheKeyError as exc:
+            # the handler still runs: its own validation decides about the payload
+            cache_logger.error("%s; running the handler without the cache", exc)
+            return None
+
+    async def _cached_call(
+        self,
+        call_next: Callable[[Any], Awaitable[Any]],
+        msg: StreamMessage[Any],
+        tracked: _Tracked,
+        key: str,
+    ) -> Any:
+        """A message without a job (a request, a plain publish) on a cached channel."""
+        assert tracked.cache is not None
+        store = await self.tracker.store()
+        if not msg.headers.get(HEADER_CACHE_BYPASS):
+            found = await store.cache_lookup(key, now=time.time())
+            if found is not None:
+                cache_logger.info(
+                    "cache hit on %s (key %s): replied without running the handler",
+                    tracked.channel,
+                    key[:12],
+                    extra={"correlation_id": msg.correlation_id},
+                )
+                return decode_result(found.result)
+        result = await call_next(msg)
+        fill = CacheFill(key, tracked.channel, tracked.cache.ttl, tracked.cache.max_entries)
+        try:
+            await store.cache_fill(fill, encode_result(result), job_id=None, now=time.time())
+        except Exception as exc:  # the reply matters more than the cache
+            cache_logger.error("caching a result of %s failed: %r", tracked.channel, exc)
+        return result
+
+    async def _job(
+        self,
+        call_next: Callable[[Any], Awaitable[Any]],
+        msg: StreamMessage[Any],
+        tracked: _Tracked,
+        job_id: str,
+        key: str | None,
+    ) -> Any:
         tracker = self.tracker
         store = await tracker.store()
         attempt = MessageView(msg).attempt
         started = time.time()
+        cache = tracked.cache
+        check = None
+        if cache is not None and key is not None:
+            check = CacheCheck(
+                key,
+                cache.lease,
+                tracker.retention,
+                read=not msg.headers.get(HEADER_CACHE_BYPASS),
+            )
         record = await store.start_attempt(
-            str(job_id), channel=channel, attempt=attempt, worker_id=worker_id(), now=started
+            job_id,
+            channel=tracked.channel,
+            attempt=attempt,
+            worker_id=worker_id(),
+            now=started,
+            cache=check,
         )
         if record.done:
-            return self._already_done(record.status, record.result, str(job_id))
+            return self._already_done(record.status, record.result, job_id, record.cached)
+        fill = None
+        keeper = None
+        if cache is not None and check is not None:
+            fill = CacheFill(check.key, tracked.channel, cache.ttl, cache.max_entries)
+            keeper = _LeaseKeeper(store, check.key, job_id, cache.lease)
         try:
             result = await call_next(msg)
         except HandlerException as exc:
-            await self._settled_by_handler(exc, store, str(job_id), attempt, decl)
+            await self._settled_by_handler(exc, store, job_id, attempt, tracked.decl, fill=fill)
             raise
         except Exception as exc:
-            final = isinstance(exc, INVALID_PAYLOAD) or decl.retry.exhausted(attempt)
-            await self._failed(exc, store, str(job_id), attempt, dead=final)
+            final = isinstance(exc, INVALID_PAYLOAD) or tracked.decl.retry.exhausted(attempt)
+            await self._failed(exc, store, job_id, attempt, dead=final, fill=fill)
             raise
+        finally:
+            if keeper is not None:
+                keeper.stop()
         finished = time.time()
         tracker.maybe_purge(store)
-        completion: dict[str, Any] = {
-            "status": JobStatus.COMPLETED,
-            "attempt": attempt,
-            "now": finished,
-            "retention": tracker.retention,
-            "result": encode_result(result),
-            "has_result": True,
-        }
+        completion = AttemptOutcome(
+            status=JobStatus.COMPLETED,
+            attempt=attempt,
+            now=finished,
+            retention=tracker.retention,
+            result=encode_result(result),
+            has_result=True,
+            cache=fill,
+        )
         logger.debug(
             "job %s completed on attempt %d in %.1f ms",
             job_id,
@@ -224,23 +381,33 @@ class _JobMiddleware(BaseMiddleware):
         )
         # On the SQLite transport's own file the record joins the transaction of the
         # ack that follows (never a later one): atomic with the settlement, one commit.
-        queued = store.queue_finish_attempt(str(job_id), **completion)
+        queued = store.queue_finish_attempt(job_id, completion)
         if queued is not None:
-            queued.add_done_callback(partial(_check_recorded, str(job_id), attempt))
-        elif not await store.finish_attempt(str(job_id), **completion):
-            _late_duplicate(str(job_id), attempt)
+            queued.add_done_callback(partial(_check_recorded, job_id, attempt))
+        elif not await store.finish_attempt(job_id, completion):
+            _late_duplicate(job_id, attempt)
         return result
 
-    def _already_done(self, status: JobStatus, result: bytes | None, job_id: str) -> Any:
-        logger.info(
-            "job %s is %s already: acknowledged without running the handler",
-            job_id,
-            status.value,
-            extra={"job_id": job_id},
-        )
+    def _already_done(
+        self, status: JobStatus, result: bytes | None, job_id: str, cached: bool
+    ) -> Any:
+        if cached and status is JobStatus.COMPLETED:
+            cache_logger.info(
+                "job %s: cache hit, completed with the cached result without running the handler",
+                job_id,
+                extra={"job_id": job_id},
+            )
+        else:
+            logger.info(
+                "job %s is %s already: acknowledged without running the handler",
+                job_id,
+                status.value,
+                extra={"job_id": job_id},
+            )
         if status is JobStatus.COMPLETED:
-            # A worker died between recording the result and settling the message:
-            # publish the recorded result onward again instead of running twice.
+            # A worker died between recording the result and settling the message (or
+            # the result was cached): publish the recorded result onward instead of
+            # running the handler.
             return decode_result(result)
         raise AckMessage
 
@@ -251,33 +418,51 @@ class _JobMiddleware(BaseMiddleware):
         job_id: str,
         attempt: int,
         decl: SubscriberDeclaration,
+        *,
+        fill: CacheFill | None,
     ) -> None:
         if isinstance(exc, AckMessage):
             await store.finish_attempt(
                 job_id,
-                status=JobStatus.COMPLETED,
-                attempt=attempt,
-                now=time.time(),
-                retention=self.tracker.retention,
+                AttemptOutcome(
+                    status=JobStatus.COMPLETED,
+                    attempt=attempt,
+                    now=time.time(),
+                    retention=self.tracker.retention,
+                ),
             )
+            if fill is not None:  # no result to cache; the key is free again
+                await store.cache_release([(fill.key, job_id)])
         elif isinstance(exc, RejectMessage):
-            await self._failed(exc, store, job_id, attempt, dead=True)
+            await self._failed(exc, store, job_id, attempt, dead=True, fill=fill)
         elif isinstance(exc, NackMessage):
-            await self._failed(exc, store, job_id, attempt, dead=decl.retry.exhausted(attempt))
+            dead = decl.retry.exhausted(attempt)
+            await self._failed(exc, store, job_id, attempt, dead=dead, fill=fill)
 
     async def _failed(
-        self, exc: BaseException, store: Store, job_id: str, attempt: int, *, dead: bool
+        self,
+        exc: BaseException,
+        store: Store,
+        job_id: str,
+        attempt: int,
+        *,
+        dead: bool,
+        fill: CacheFill | None,
     ) -> None:
         status = JobStatus.DEAD if dead else JobStatus.RETRYING
         try:
             await store.finish_attempt(
                 job_id,
-                status=status,
-                attempt=attempt,
-                now=time.time(),
-                retention=self.tracker.retention if dead else None,
-                error_type=type(exc).__name__,
-                error_message=str(exc)[:_ERROR_TEXT_LIMIT],
+                AttemptOutcome(
+                    status=status,
+                    attempt=attempt,
+                    now=time.time(),
+                    retention=self.tracker.retention if dead else None,
+                    error_type=type(exc).__name__,
+                    error_message=str(exc)[:_ERROR_TEXT_LIMIT],
+                    # a dead job releases its key's claim: failures are never cached
+                    cache=fill,
+                ),
             )
         except Exception as store_exc:  # the handler's error is the one to report
             logger.error(

@@ -76,9 +76,10 @@ def store_for(settings: Settings, *, broker: Any = None) -> Store:
         from msgcore.sqlite.client.connection import SqliteClient
         from msgcore.store.sqlite import SqliteStore
 
-        same_file = Path(parse_sqlite_url(url).path).resolve() == Path(
-            parse_sqlite_url(settings.url).path
-        ).resolve()
+        same_file = (
+            Path(parse_sqlite_url(url).path).resolve()
+            == Path(parse_sqlite_url(settings.url).path).resolve()
+        )
         if same_file and isinstance(client, SqliteClient) and client.connected:
             return SqliteStore(url, client=client)
     return open_store(url, settings=settings)

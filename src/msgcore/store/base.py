@@ -15,10 +15,21 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
+
+if TYPE_CHECKING:
+    from msgcore.store.cache import (
+        CacheCheck,
+        CacheClaim,
+        CacheEntry,
+        CacheFill,
+        CacheStats,
+        CacheSubmit,
+    )
 
 __all__ = [
     "TERMINAL",
+    "AttemptOutcome",
     "FeedEvent",
     "JobRecord",
     "JobStatus",
@@ -75,6 +86,29 @@ class JobRecord:
 
     def evolve(self, **changes: Any) -> JobRecord:
         return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """How one attempt of a job ended, as ``finish_attempt`` records it."""
+
+    status: JobStatus
+    attempt: int
+    now: float
+    retention: float | None
+    """Seconds a terminal record is kept (None: for ever); ignored for ``retrying``."""
+    result: bytes | None = None
+    has_result: bool = False
+    error_type: str | None = None
+    error_message: str | None = None
+    cached: bool = False
+    cache: CacheFill | None = None
+    """The handler caches its results: a completed attempt fills this entry (and
+    releases the key's in-flight claim); a dead one releases the claim only."""
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
 
 
 @dataclass(frozen=True)
@@ -151,30 +185,28 @@ class Store(ABC):
 
     @abstractmethod
     async def start_attempt(
-        self, job_id: str, *, channel: str, attempt: int, worker_id: str, now: float
+        self,
+        job_id: str,
+        *,
+        channel: str,
+        attempt: int,
+        worker_id: str,
+        now: float,
+        cache: CacheCheck | None = None,
     ) -> JobRecord:
         """Mark the job ``running`` for ``attempt`` unless it is terminal already.
 
         A job that does not exist yet (published without ``Client``) is created. The
         returned record says whether to run the handler: a terminal one (cancelled, or
         completed by an earlier delivery) must be acknowledged without running it.
+
+        ``cache``: the handler caches its results. A filled key completes the job right
+        here with the cached result (``cached=True``, a hit); otherwise the job takes
+        the key's in-flight claim for ``cache.lease`` seconds.
         """
 
     @abstractmethod
-    async def finish_attempt(
-        self,
-        job_id: str,
-        *,
-        status: JobStatus,
-        attempt: int,
-        now: float,
-        retention: float | None,
-        result: bytes | None = None,
-        has_result: bool = False,
-        error_type: str | None = None,
-        error_message: str | None = None,
-        cached: bool = False,
-    ) -> bool:
+    async def finish_attempt(self, job_id: str, outcome: AttemptOutcome) -> bool:
         """Record how ``attempt`` ended; terminal states go to the feed in the same write.
 
         Refused (False) when the job is terminal already, so a late duplicate cannot
@@ -189,18 +221,7 @@ class Store(ABC):
         return False
 
     def queue_finish_attempt(
-        self,
-        job_id: str,
-        *,
-        status: JobStatus,
-        attempt: int,
-        now: float,
-        retention: float | None,
-        result: bytes | None = None,
-        has_result: bool = False,
-        error_type: str | None = None,
-        error_message: str | None = None,
-        cached: bool = False,
+        self, job_id: str, outcome: AttemptOutcome
     ) -> asyncio.Future[bool] | None:
         """Queue ``finish_attempt`` into the transport's next commit without waiting.
 
@@ -227,6 +248,53 @@ class Store(ABC):
     @abstractmethod
     async def count_jobs(self, *, channel: str | None = None) -> dict[JobStatus, int]: ...
 
+    # -- result cache --------------------------------------------------------------------
+    # (types in msgcore.store.cache; keys from msgcore.cache.keys)
+
+    @abstractmethod
+    async def cache_register(self, channel: str, policy: str) -> None:
+        """Publish ``channel``'s cache policy (JSON) for clients; workers do it at start."""
+
+    @abstractmethod
+    async def cache_policy(self, channel: str) -> str | None:
+        """The policy a worker registered for ``channel`` (None: the channel has none)."""
+
+    @abstractmethod
+    async def cache_submit(self, items: Sequence[CacheSubmit], *, now: float) -> list[CacheClaim]:
+        """For each item, atomically: the existing job of its id, or a hit (a completed
+        cached record is created), or the job computing its key (joined), or a new
+        pending record holding the key's claim. Items of one call see each other (two
+        equal keys: the second joins the first)."""
+
+    @abstractmethod
+    async def cache_lookup(self, key: str, *, now: float, count: bool = True) -> CacheEntry | None:
+        """The live entry of ``key``; ``count``: a found entry counts as a hit."""
+
+    @abstractmethod
+    async def cache_fill(
+        self, fill: CacheFill, result: bytes, *, job_id: str | None, now: float
+    ) -> None:
+        """Cache ``result`` under ``fill.key`` (a miss; requests and plain publishes)."""
+
+    @abstractmethod
+    async def cache_extend(self, key: str, job_id: str, *, lease: float, now: float) -> bool:
+        """Keep ``job_id``'s in-flight claim on ``key`` for ``lease`` more seconds."""
+
+    @abstractmethod
+    async def cache_release(self, claims: Sequence[tuple[str, str]]) -> None:
+        """Drop in-flight claims ``(key, job_id)`` (a submit whose publish failed)."""
+
+    @abstractmethod
+    async def cache_stats(self, *, channel: str | None = None) -> list[CacheStats]:
+        """Per channel (every channel with a policy, entries or counters)."""
+
+    @abstractmethod
+    async def cache_clear(self, *, channel: str | None = None) -> int:
+        """Delete the entries (of ``channel``) and zero its counters; how many entries.
+
+        The registered policy and in-flight claims stay: a claim belongs to a job that
+        is still queued or running, and dropping it would let a duplicate run."""
+
     # -- completion feed -----------------------------------------------------------------
 
     @abstractmethod
@@ -250,9 +318,7 @@ class Store(ABC):
         """Delete keys (plain or hash); how many existed."""
 
     @abstractmethod
-    async def hset(
-        self, key: str, mapping: Mapping[str, str], *, ttl: float | None = None
-    ) -> None:
+    async def hset(self, key: str, mapping: Mapping[str, str], *, ttl: float | None = None) -> None:
         """Set fields of a hash; ``ttl`` (re)sets the whole hash's expiry."""
 
     @abstractmethod

@@ -15,6 +15,9 @@ a reader never sees a number before the smaller ones are visible.
 
 from typing import Final
 
+from msgcore.constants import CACHE_CHANNELS_TABLE as CACHE_CHANNELS
+from msgcore.constants import CACHE_INFLIGHT_TABLE as INFLIGHT
+from msgcore.constants import CACHE_TABLE as CACHE
 from msgcore.constants import FEED_SEQ_META_KEY
 from msgcore.constants import HASH_TABLE as HASH
 from msgcore.constants import JOBS_TABLE as JOBS
@@ -83,7 +86,34 @@ CREATE TABLE IF NOT EXISTS {HASH} (
 ) WITHOUT ROWID;
 
 INSERT INTO {META} (key, value) VALUES ('{FEED_SEQ_META_KEY}', '0')
-ON CONFLICT (key) DO NOTHING
+ON CONFLICT (key) DO NOTHING;
+
+CREATE TABLE IF NOT EXISTS {CACHE} (
+    key        TEXT PRIMARY KEY,
+    channel    TEXT NOT NULL,
+    result     BLOB,
+    job_id     TEXT,
+    created_at REAL NOT NULL,
+    expires_at REAL
+);
+
+CREATE INDEX IF NOT EXISTS {CACHE}_age ON {CACHE} (channel, created_at);
+CREATE INDEX IF NOT EXISTS {CACHE}_expires ON {CACHE} (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS {INFLIGHT} (
+    key        TEXT PRIMARY KEY,
+    job_id     TEXT NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS {CACHE_CHANNELS} (
+    channel TEXT PRIMARY KEY,
+    policy  TEXT,
+    hits    INTEGER NOT NULL DEFAULT 0,
+    misses  INTEGER NOT NULL DEFAULT 0,
+    joined  INTEGER NOT NULL DEFAULT 0,
+    entries INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID
 """
 """Statements separated by ``;``, run in one transaction at open."""
 
@@ -171,6 +201,79 @@ COUNT_JOBS_BY_CHANNEL: Final = (
     f"SELECT status, COUNT(*) FROM {JOBS} WHERE channel = :channel AND {_LIVE} GROUP BY status"
 )
 
+# Gives a record inserted as terminal (a cache hit) its place in the completion feed;
+# ADVANCE_FEED_SEQ follows in the same transaction.
+SET_FEED_SEQ: Final = f"UPDATE {JOBS} SET feed_seq = {_NEXT_SEQ} WHERE job_id = ?"
+
+# -- result cache ----------------------------------------------------------------------
+# ``entries`` on the channel row counts the channel's rows in CACHE (expired ones too,
+# until purged), so the size cap is checked without counting the table.
+
+CACHE_POLICY: Final = f"SELECT policy FROM {CACHE_CHANNELS} WHERE channel = ?"
+REGISTER_POLICY: Final = f"""
+INSERT INTO {CACHE_CHANNELS} (channel, policy) VALUES (?, ?)
+ON CONFLICT (channel) DO UPDATE SET policy = excluded.policy
+"""
+BUMP_COUNTERS: Final = f"""
+INSERT INTO {CACHE_CHANNELS} (channel, hits, misses, joined, entries)
+VALUES (:channel, :hits, :misses, :joined, :entries)
+ON CONFLICT (channel) DO UPDATE SET
+    hits = hits + excluded.hits,
+    misses = misses + excluded.misses,
+    joined = joined + excluded.joined,
+    entries = entries + excluded.entries
+"""
+CACHE_ENTRY: Final = f"""
+SELECT key, channel, result, created_at, expires_at, job_id FROM {CACHE}
+WHERE key = :key AND {_LIVE}
+"""
+CACHE_ENTRY_EXISTS: Final = f"SELECT 1 FROM {CACHE} WHERE key = ?"
+PUT_ENTRY: Final = f"""
+INSERT OR REPLACE INTO {CACHE} (key, channel, result, job_id, created_at, expires_at)
+VALUES (:key, :channel, :result, :job_id, :now, :expires_at)
+"""
+CACHE_ENTRY_COUNT: Final = f"SELECT entries FROM {CACHE_CHANNELS} WHERE channel = ?"
+EVICT_OLDEST: Final = f"""
+DELETE FROM {CACHE} WHERE key IN (
+    SELECT key FROM {CACHE} WHERE channel = :channel ORDER BY created_at LIMIT :n
+)
+"""
+# The job holding a live claim on the key, if that job is live and not finished.
+INFLIGHT_JOB: Final = f"""
+SELECT {", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))}
+FROM {INFLIGHT} AS i JOIN {JOBS} AS j ON j.job_id = i.job_id
+WHERE i.key = :key AND i.expires_at > :now
+  AND j.status NOT IN ({_TERMINAL}) AND (j.expires_at IS NULL OR j.expires_at > :now)
+"""
+CLAIM_KEY: Final = f"""
+INSERT INTO {INFLIGHT} (key, job_id, expires_at) VALUES (:key, :job_id, :expires_at)
+ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id, expires_at = excluded.expires_at
+"""
+EXTEND_CLAIM: Final = (
+    f"UPDATE {INFLIGHT} SET expires_at = :expires_at WHERE key = :key AND job_id = :job_id"
+)
+RELEASE_CLAIM: Final = f"DELETE FROM {INFLIGHT} WHERE key = ? AND job_id = ?"
+CACHE_CHANNEL_NAMES: Final = f"""
+SELECT channel FROM {CACHE_CHANNELS}
+UNION SELECT DISTINCT channel FROM {CACHE}
+ORDER BY 1
+"""
+CACHE_CHANNEL_ROW: Final = (
+    f"SELECT policy, hits, misses, joined FROM {CACHE_CHANNELS} WHERE channel = ?"
+)
+CACHE_SIZE: Final = f"""
+SELECT COUNT(*), COALESCE(SUM(LENGTH(result)), 0) FROM {CACHE}
+WHERE channel = :channel AND {_LIVE}
+"""
+CLEAR_ENTRIES: Final = f"DELETE FROM {CACHE} WHERE channel = ?"
+CLEAR_ALL_ENTRIES: Final = f"DELETE FROM {CACHE}"
+RESET_COUNTERS: Final = (
+    f"UPDATE {CACHE_CHANNELS} SET hits = 0, misses = 0, joined = 0, entries = 0 WHERE channel = ?"
+)
+RESET_ALL_COUNTERS: Final = (
+    f"UPDATE {CACHE_CHANNELS} SET hits = 0, misses = 0, joined = 0, entries = 0"
+)
+
 # -- completion feed -------------------------------------------------------------------
 
 FEED_POSITION: Final = (
@@ -235,3 +338,6 @@ EXPIRE_KEY: Final = f"UPDATE {KV} SET expires_at = :expires_at WHERE key = :key 
 
 PURGE_JOBS: Final = f"DELETE FROM {JOBS} WHERE expires_at <= :now"
 PURGE_KEYS: Final = f"DELETE FROM {KV} WHERE expires_at <= :now RETURNING key, kind"
+PURGE_ENTRIES: Final = f"DELETE FROM {CACHE} WHERE expires_at <= :now RETURNING channel"
+UNCOUNT_ENTRIES: Final = f"UPDATE {CACHE_CHANNELS} SET entries = entries - ? WHERE channel = ?"
+PURGE_CLAIMS: Final = f"DELETE FROM {INFLIGHT} WHERE expires_at <= :now"

@@ -9,6 +9,12 @@ Keys, under the stream prefix (``msgcore:`` by default):
 - ``_jobs:feed``: the completion feed, a stream of ``job_id``/``status`` entries added by
   the same script as the terminal transition.
 - ``_kv:{key}``: application state, strings and hashes with native TTLs.
+- ``_cache:e:{key}``: one hash per cached result (``CacheEntry``), its TTL the entry's.
+- ``_cache:f:{key}``: the id of the job computing the key (in-flight claim), TTL the lease.
+- ``_cache:z:{channel}``: the channel's keys scored by ``created_at``, for the size cap,
+  ``cache_stats`` and ``cache_clear``. Members whose entry expired are dropped lazily.
+- ``_cache:c:{channel}``: the registered policy and version, and the counters.
+- ``_cache:channels``: the channels with a policy, entries or counters.
 
 ``queries`` counts commands, pipelines and script calls sent (one each).
 """
@@ -20,7 +26,7 @@ import json
 import math
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from faststream.redis.message import DATA_KEY
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -32,6 +38,11 @@ from msgcore.adapters.redis.producer import CAPTURED, CapturedPublish
 from msgcore.adapters.redis.scripts import ScriptArg
 from msgcore.adapters.redis.settlement import CURRENT_DELIVERY, AckCommand
 from msgcore.constants import (
+    REDIS_CACHE_BY_AGE_KEY,
+    REDIS_CACHE_CHANNEL_KEY,
+    REDIS_CACHE_CHANNELS_KEY,
+    REDIS_CACHE_ENTRY_KEY,
+    REDIS_CACHE_INFLIGHT_KEY,
     REDIS_FEED_MAXLEN,
     REDIS_JOB_KEY,
     REDIS_JOBS_FEED_KEY,
@@ -40,10 +51,21 @@ from msgcore.constants import (
 )
 from msgcore.exceptions import InvalidURLError, StorageError
 from msgcore.store import scripts
-from msgcore.store.base import TERMINAL, FeedEvent, JobRecord, JobStatus, Store
+from msgcore.store.base import AttemptOutcome, FeedEvent, JobRecord, JobStatus, Store
+from msgcore.store.cache import (
+    CacheCheck,
+    CacheClaim,
+    CacheEntry,
+    CacheFill,
+    CacheStats,
+    CacheSubmit,
+    ClaimKind,
+)
 from msgcore.urls import redact_url
 
 __all__ = ["RedisStore"]
+
+_T = TypeVar("_T")
 
 _CHUNK = 500
 """Commands per pipeline (or records per script call) of a batched operation."""
@@ -132,9 +154,35 @@ def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
 
-def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
+def _chunks(items: Sequence[_T], size: int = _CHUNK) -> Iterator[Sequence[_T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def _flat(record: JobRecord) -> list[ScriptArg]:
+    """A record's hash fields as a script takes them: count, then the pairs."""
+    fields = _to_hash(record)
+    return [len(fields), *(x for pair in fields.items() for x in pair)]
+
+
+def _entry(key: str, raw: Mapping[bytes, bytes]) -> CacheEntry:
+    def num(name: bytes) -> float | None:
+        value = raw.get(name)
+        return None if value is None else float(value)
+
+    job_id = raw.get(b"job_id")
+    return CacheEntry(
+        key=key,
+        channel=raw.get(b"channel", b"").decode(),
+        result=raw.get(b"result"),
+        created_at=num(b"created_at") or 0.0,
+        expires_at=num(b"expires_at"),
+        job_id=None if job_id is None else job_id.decode(),
+    )
+
+
+def _count(value: bytes | None) -> int:
+    return 0 if value is None else int(value)
 
 
 class RedisStore(Store):
@@ -150,6 +198,7 @@ class RedisStore(Store):
         self._client: Redis | None = None
         self._index = f"{prefix}{REDIS_JOBS_INDEX_KEY}"
         self._feed = f"{prefix}{REDIS_JOBS_FEED_KEY}"
+        self._cache_channels = f"{prefix}{REDIS_CACHE_CHANNELS_KEY}"
 
     def __repr__(self) -> str:
         return f"RedisStore({redact_url(self.url)!r}, prefix={self.prefix!r})"
@@ -159,6 +208,18 @@ class RedisStore(Store):
 
     def _kv(self, key: str) -> str:
         return f"{self.prefix}{REDIS_KV_KEY}{key}"
+
+    def _cache_entry(self, key: str) -> str:
+        return f"{self.prefix}{REDIS_CACHE_ENTRY_KEY}{key}"
+
+    def _cache_inflight(self, key: str) -> str:
+        return f"{self.prefix}{REDIS_CACHE_INFLIGHT_KEY}{key}"
+
+    def _cache_by_age(self, channel: str) -> str:
+        return f"{self.prefix}{REDIS_CACHE_BY_AGE_KEY}{channel}"
+
+    def _cache_channel(self, channel: str) -> str:
+        return f"{self.prefix}{REDIS_CACHE_CHANNEL_KEY}{channel}"
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -327,43 +388,50 @@ class RedisStore(Store):
         return {i: _from_hash(i, h) for i, h in zip(ids, hashes, strict=True) if h}
 
     async def start_attempt(
-        self, job_id: str, *, channel: str, attempt: int, worker_id: str, now: float
-    ) -> JobRecord:
-        client = self._redis()
-        with self._errors():
-            flat = await scripts.START_ATTEMPT(
-                client,
-                [self._job(job_id), self._index],
-                [job_id, channel, attempt, worker_id, repr(now)],
-            )
-        return _from_hash(job_id, _pairs(flat))
-
-    async def finish_attempt(
         self,
         job_id: str,
         *,
-        status: JobStatus,
+        channel: str,
         attempt: int,
+        worker_id: str,
         now: float,
-        retention: float | None,
-        result: bytes | None = None,
-        has_result: bool = False,
-        error_type: str | None = None,
-        error_message: str | None = None,
-        cached: bool = False,
-    ) -> bool:
-        keys, args = self._finish_call(
-            job_id,
-            status=status,
-            attempt=attempt,
-            now=now,
-            retention=retention,
-            result=result,
-            has_result=has_result,
-            error_type=error_type,
-            error_message=error_message,
-            cached=cached,
-        )
+        cache: CacheCheck | None = None,
+    ) -> JobRecord:
+        if cache is None:
+            script = scripts.START_ATTEMPT
+            keys = [self._job(job_id), self._index]
+            args: list[ScriptArg] = [job_id, channel, attempt, worker_id, repr(now)]
+        else:
+            script = scripts.START_ATTEMPT_CACHED
+            keys = [
+                self._job(job_id),
+                self._index,
+                self._feed,
+                self._cache_entry(cache.key),
+                self._cache_inflight(cache.key),
+                self._cache_channel(channel),
+                self._cache_channels,
+            ]
+            retention = cache.retention
+            args = [
+                job_id,
+                channel,
+                attempt,
+                worker_id,
+                repr(now),
+                "1" if cache.read else "0",
+                _ms(cache.lease),
+                "" if retention is None else _ms(retention),
+                "" if retention is None else repr(now + retention),
+                REDIS_FEED_MAXLEN,
+            ]
+        client = self._redis()
+        with self._errors():
+            flat = await script(client, keys, args)
+        return _from_hash(job_id, _pairs(flat))
+
+    async def finish_attempt(self, job_id: str, outcome: AttemptOutcome) -> bool:
+        keys, args = self._finish_call(job_id, outcome)
         client = self._redis()
         with self._errors():
             done = await scripts.FINISH_ATTEMPT(client, keys, args)
@@ -374,34 +442,12 @@ class RedisStore(Store):
         return self._with_transport
 
     def queue_finish_attempt(
-        self,
-        job_id: str,
-        *,
-        status: JobStatus,
-        attempt: int,
-        now: float,
-        retention: float | None,
-        result: bytes | None = None,
-        has_result: bool = False,
-        error_type: str | None = None,
-        error_message: str | None = None,
-        cached: bool = False,
+        self, job_id: str, outcome: AttemptOutcome
     ) -> asyncio.Future[bool] | None:
         delivery = CURRENT_DELIVERY.get()
         if not self._with_transport or delivery is None or delivery.settled:
             return None
-        keys, args = self._finish_call(
-            job_id,
-            status=status,
-            attempt=attempt,
-            now=now,
-            retention=retention,
-            result=result,
-            has_result=has_result,
-            error_type=error_type,
-            error_message=error_message,
-            cached=cached,
-        )
+        keys, args = self._finish_call(job_id, outcome)
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         delivery.with_ack.append(AckCommand(scripts.FINISH_ATTEMPT, keys, args, reply))
         self.queries += 1  # rides in the ack's round trip, counted as a command
@@ -421,49 +467,84 @@ class RedisStore(Store):
         return done
 
     def _finish_call(
-        self,
-        job_id: str,
-        *,
-        status: JobStatus,
-        attempt: int,
-        now: float,
-        retention: float | None,
-        result: bytes | None,
-        has_result: bool,
-        error_type: str | None,
-        error_message: str | None,
-        cached: bool,
+        self, job_id: str, outcome: AttemptOutcome
     ) -> tuple[list[str], list[ScriptArg]]:
-        terminal = status in TERMINAL
+        terminal, now = outcome.terminal, outcome.now
         # Only a terminal record expires; the others wait for their next attempt.
-        retain = retention if terminal else None
+        retain = outcome.retention if terminal else None
         changes = {
-            "status": status,
-            "attempts": attempt,
+            "status": outcome.status,
+            "attempts": outcome.attempt,
             "finished_at": now if terminal else None,
-            "result": result,
-            "has_result": has_result,
-            "error_type": error_type,
-            "error_message": error_message,
-            "cached": cached,
+            "result": outcome.result,
+            "has_result": outcome.has_result,
+            "error_type": outcome.error_type,
+            "error_message": outcome.error_message,
+            "cached": outcome.cached,
             "expires_at": None if retain is None else now + retain,
         }
         encoded = {name: _encode(value) for name, value in changes.items()}
         pairs = [x for name, v in encoded.items() if v is not None for x in (name, v)]
         gone = [name for name, v in encoded.items() if v is None]
-        return (
-            [self._job(job_id), self._index, self._feed],
-            [
-                job_id,
-                status,
-                repr(now),
-                "" if retain is None else _ms(retain),
-                REDIS_FEED_MAXLEN,
-                len(pairs) // 2,
-                *pairs,
-                *gone,
-            ],
-        )
+        keys = [self._job(job_id), self._index, self._feed]
+        args: list[ScriptArg] = [
+            job_id,
+            outcome.status,
+            repr(now),
+            "" if retain is None else _ms(retain),
+            REDIS_FEED_MAXLEN,
+            len(pairs) // 2,
+            len(gone),
+            *pairs,
+            *gone,
+        ]
+        if outcome.cache is not None and terminal:
+            # a retry neither fills nor releases: the claim stays with the job
+            fill_keys, fill_args = self._fill_call(
+                outcome.cache,
+                outcome.result,
+                has_result=outcome.has_result,
+                job_id=job_id,
+                now=now,
+            )
+            keys += fill_keys
+            args += fill_args
+        return keys, args
+
+    def _fill_call(
+        self,
+        fill: CacheFill,
+        result: bytes | None,
+        *,
+        has_result: bool,
+        job_id: str | None,
+        now: float,
+    ) -> tuple[list[str], list[ScriptArg]]:
+        """The keys and ARGV of the scripts' ``fill()`` (``scripts.FILL_KEYS``/``FILL_ARGS``)."""
+        ttl = fill.ttl
+        capped = fill.max_entries is not None
+        keys = [
+            self._cache_entry(fill.key),
+            self._cache_inflight(fill.key),
+            self._cache_by_age(fill.channel),
+            self._cache_channel(fill.channel),
+            self._cache_channels,
+        ]
+        args: list[ScriptArg] = [
+            fill.key,
+            fill.channel,
+            "1" if has_result and result is not None else "0",
+            b"" if result is None else result,
+            job_id or "",
+            repr(now),
+            "" if ttl is None else repr(now + ttl),
+            "" if ttl is None else _ms(ttl),
+            "" if fill.max_entries is None else fill.max_entries,
+            "" if ttl is None or not capped else repr(now - ttl),
+            f"{self.prefix}{REDIS_CACHE_ENTRY_KEY}",
+        ]
+        assert len(keys) == scripts.FILL_KEYS and len(args) == scripts.FILL_ARGS
+        return keys, args
 
     async def cancel_job(self, job_id: str, *, now: float, retention: float | None) -> bool:
         expires_at = "" if retention is None else repr(now + retention)
@@ -529,6 +610,157 @@ class RedisStore(Store):
                     counts[JobStatus(st.decode())] += 1
         await self._drop_from_index(stale)
         return counts
+
+    # -- result cache --------------------------------------------------------------------
+
+    async def cache_register(self, channel: str, policy: str) -> None:
+        version = str(json.loads(policy)["version"])
+        pipe = self._redis().pipeline(transaction=True)
+        pipe.hset(self._cache_channel(channel), mapping={"policy": policy, "version": version})
+        pipe.sadd(self._cache_channels, channel)
+        with self._errors():
+            await pipe.execute()
+
+    async def cache_policy(self, channel: str) -> str | None:
+        client = self._redis()
+        with self._errors():
+            value: Any = await client.hget(self._cache_channel(channel), "policy")
+        return None if value is None else str(value.decode())
+
+    async def cache_submit(self, items: Sequence[CacheSubmit], *, now: float) -> list[CacheClaim]:
+        out: list[CacheClaim] = []
+        for chunk in _chunks(items):
+            keys = [self._index, self._feed, self._cache_channels]
+            args: list[ScriptArg] = [f"{self.prefix}{REDIS_JOB_KEY}", repr(now), REDIS_FEED_MAXLEN]
+            for item in chunk:
+                r = item.record
+                retention = item.retention
+                hit = r.evolve(
+                    status=JobStatus.COMPLETED,
+                    attempts=0,
+                    worker_id=None,
+                    created_at=now,
+                    started_at=now,
+                    finished_at=now,
+                    result=None,  # the entry's, set by the script
+                    has_result=True,
+                    error_type=None,
+                    error_message=None,
+                    cached=True,
+                    expires_at=None if retention is None else now + retention,
+                )
+                keys += [
+                    self._job(r.job_id),
+                    self._cache_channel(r.channel),
+                    self._cache_entry(item.key),
+                    self._cache_inflight(item.key),
+                ]
+                args += [
+                    r.job_id,
+                    item.version,
+                    repr(r.created_at),
+                    "" if r.expires_at is None else math.ceil(r.expires_at * 1000),
+                    _ms(item.lease),
+                    "" if retention is None else _ms(retention),
+                    *_flat(r),
+                    *_flat(hit),
+                ]
+            client = self._redis()
+            with self._errors():
+                replies = await scripts.CACHE_SUBMIT(client, keys, args)
+            for item, reply in zip(chunk, replies, strict=True):
+                kind = ClaimKind(reply[0].decode())
+                if kind is ClaimKind.STALE:
+                    out.append(CacheClaim(kind, None))
+                elif kind is ClaimKind.CLAIMED:
+                    out.append(CacheClaim(kind, item.record))
+                else:
+                    job_id = reply[2].decode() if kind is ClaimKind.JOINED else item.record.job_id
+                    out.append(CacheClaim(kind, _from_hash(job_id, _pairs(reply[1]))))
+        return out
+
+    async def cache_lookup(self, key: str, *, now: float, count: bool = True) -> CacheEntry | None:
+        client = self._redis()
+        with self._errors():
+            flat = await scripts.CACHE_LOOKUP(
+                client,
+                [self._cache_entry(key)],
+                [repr(now), "1" if count else "0", f"{self.prefix}{REDIS_CACHE_CHANNEL_KEY}"],
+            )
+        return None if flat is None else _entry(key, _pairs(flat))
+
+    async def cache_fill(
+        self, fill: CacheFill, result: bytes, *, job_id: str | None, now: float
+    ) -> None:
+        keys, args = self._fill_call(fill, result, has_result=True, job_id=job_id, now=now)
+        client = self._redis()
+        with self._errors():
+            await scripts.CACHE_FILL(client, keys, args)
+
+    async def cache_extend(self, key: str, job_id: str, *, lease: float, now: float) -> bool:
+        client = self._redis()
+        with self._errors():
+            kept = await scripts.CACHE_EXTEND(
+                client, [self._cache_inflight(key)], [job_id, _ms(lease)]
+            )
+        return bool(kept)
+
+    async def cache_release(self, claims: Sequence[tuple[str, str]]) -> None:
+        for chunk in _chunks(claims):
+            client = self._redis()
+            with self._errors():
+                await scripts.CACHE_RELEASE(
+                    client,
+                    [self._cache_inflight(key) for key, _ in chunk],
+                    [job_id for _, job_id in chunk],
+                )
+
+    async def _cache_channel_names(self, channel: str | None) -> list[str]:
+        if channel is not None:
+            return [channel]
+        client = self._redis()
+        with self._errors():
+            members: Any = await client.smembers(self._cache_channels)
+        return sorted(m.decode() for m in members)
+
+    async def cache_stats(self, *, channel: str | None = None) -> list[CacheStats]:
+        channels = await self._cache_channel_names(channel)
+        if not channels:
+            return []
+        keys = [k for c in channels for k in (self._cache_channel(c), self._cache_by_age(c))]
+        client = self._redis()
+        with self._errors():
+            replies = await scripts.CACHE_STATS(
+                client, keys, [f"{self.prefix}{REDIS_CACHE_ENTRY_KEY}"]
+            )
+        out: list[CacheStats] = []
+        for name, ((hits, misses, joined, version), entries, size) in zip(
+            channels, replies, strict=True
+        ):
+            out.append(
+                CacheStats(
+                    channel=name,
+                    hits=_count(hits),
+                    misses=_count(misses),
+                    joined=_count(joined),
+                    entries=int(entries),
+                    bytes=int(size),
+                    version=None if version is None else version.decode(),
+                )
+            )
+        return out
+
+    async def cache_clear(self, *, channel: str | None = None) -> int:
+        channels = await self._cache_channel_names(channel)
+        if not channels:
+            return 0
+        keys = [k for c in channels for k in (self._cache_channel(c), self._cache_by_age(c))]
+        client = self._redis()
+        with self._errors():
+            cleared = await scripts.CACHE_CLEAR(
+                client, keys, [f"{self.prefix}{REDIS_CACHE_ENTRY_KEY}"]
+            )
+        return int(cleared)
 
     # -- completion feed -----------------------------------------------------------------
 
@@ -602,7 +834,8 @@ class RedisStore(Store):
     # -- housekeeping --------------------------------------------------------------------
 
     async def purge_expired(self, *, now: float) -> int:
-        """Redis deletes expired records itself; this only drops their index entries."""
+        """Redis deletes expired records and cache entries itself; this only drops their
+        index and by-age members."""
         stale: list[str] = []
         start = 0
         while ids := await self._index_window(start, _SCAN, newest=False):
@@ -614,4 +847,34 @@ class RedisStore(Store):
                 exists = await pipe.execute()
             stale += [job_id for job_id, found in zip(ids, exists, strict=True) if not found]
         await self._drop_from_index(stale)
+        await self._drop_expired_entries()
         return 0
+
+    async def _drop_expired_entries(self) -> None:
+        """Forget by-age members whose entry expired (``DROP_STALE`` on each channel's
+        sorted set, rechecking each entry inside the script like for the jobs index)."""
+        entry_prefix = f"{self.prefix}{REDIS_CACHE_ENTRY_KEY}"
+        for channel in await self._cache_channel_names(None):
+            by_age = self._cache_by_age(channel)
+            stale: list[str] = []
+            start = 0
+            while True:
+                client = self._redis()
+                with self._errors():
+                    raw: Any = await client.zrange(by_age, start, start + _SCAN - 1)
+                if not raw:
+                    break
+                start += len(raw)
+                members = [m.decode() for m in raw]
+                pipe = self._redis().pipeline(transaction=False)
+                for key in members:
+                    pipe.exists(f"{entry_prefix}{key}")
+                with self._errors():
+                    exists = await pipe.execute()
+                stale += [k for k, found in zip(members, exists, strict=True) if not found]
+            for chunk in _chunks(stale):
+                client = self._redis()
+                with self._errors():
+                    await scripts.DROP_STALE(
+                        client, [by_age, *(f"{entry_prefix}{k}" for k in chunk)], chunk
+                    )

@@ -7,21 +7,48 @@ same clock the SQLite store records.
 
 A job is the hash ``KEYS[job]`` whose fields are those of ``JobRecord`` (absent field:
 ``None``); the hash exists exactly when the job does.
+
+The result cache (``CACHE_*``, and the cache parts of ``START_ATTEMPT_CACHED`` and
+``FINISH_ATTEMPT``) keeps per key an entry hash (with its TTL) and an in-flight string
+holding the id of the job computing it (with the lease as TTL), and per channel a hash
+of policy and counters plus a sorted set of its keys by age. Some keys are only known
+on the server (the job an in-flight claim names, the entries a channel's sorted set
+lists, the channel of an entry): those scripts build them from a prefix passed in
+ARGV, which is right on a single Redis instance only (a cluster would need the keys
+declared; msgcore does not support Redis Cluster).
 """
 
 from __future__ import annotations
 
 from msgcore.adapters.redis.scripts import LuaScript
 from msgcore.store.base import TERMINAL, JobStatus
+from msgcore.store.cache import ClaimKind
 
 __all__ = [
+    "CACHE_CLEAR",
+    "CACHE_EXTEND",
+    "CACHE_FILL",
+    "CACHE_LOOKUP",
+    "CACHE_RELEASE",
+    "CACHE_STATS",
+    "CACHE_SUBMIT",
     "CANCEL_JOB",
     "CREATE_AND_PUBLISH",
     "CREATE_JOBS",
     "DROP_STALE",
+    "FILL_ARGS",
+    "FILL_KEYS",
     "FINISH_ATTEMPT",
     "START_ATTEMPT",
+    "START_ATTEMPT_CACHED",
 ]
+
+FILL_KEYS = 5
+"""Keys of a cache fill (``fill()`` below): entry, in-flight, by-age, channel, channels."""
+FILL_ARGS = 11
+"""ARGV of a cache fill: key, channel, has result (1/0), result, job_id ('' = none),
+now, expires_at ('' = none), ttl ms ('' = none), max entries ('' = no cap), expiry
+cutoff ('' = none: now - ttl, scores at or below it are expired), entry key prefix."""
 
 _TERMINAL = ", ".join(f"['{s}'] = true" for s in sorted(TERMINAL))
 
@@ -42,6 +69,57 @@ local function ensure(key, index, job_id, channel, now)
   if redis.call('EXISTS', key) == 1 then return end
   redis.call('HSET', key, 'channel', channel, 'created_at', now)
   redis.call('ZADD', index, now, job_id)
+end
+
+-- a cache entry that exists and has not expired by the caller's clock (the one its
+-- expires_at was computed with; Redis's own TTL may lag or lead it a little)
+local function live_entry(entry, now)
+  local expires_at = redis.call('HGET', entry, 'expires_at')
+  if expires_at then return tonumber(expires_at) > tonumber(now) end
+  return redis.call('EXISTS', entry) == 1
+end
+
+-- drop the in-flight claim on a key, only if job_id still holds it (a later claimant,
+-- after the lease ran out, keeps its own)
+local function release(inflight, job_id)
+  if job_id ~= '' and redis.call('GET', inflight) == job_id then
+    redis.call('DEL', inflight)
+  end
+end
+
+-- fill a cache entry from KEYS[k..k+4] and ARGV[a..a+10] (layout: FILL_KEYS/FILL_ARGS)
+local function fill(k, a)
+  local entry, inflight, by_age, chash, channels = KEYS[k], KEYS[k + 1], KEYS[k + 2],
+    KEYS[k + 3], KEYS[k + 4]
+  local key, channel, has_result, result, job_id = ARGV[a], ARGV[a + 1], ARGV[a + 2],
+    ARGV[a + 3], ARGV[a + 4]
+  local now, expires_at, ttl_ms, max_entries, cutoff, entry_prefix = ARGV[a + 5],
+    ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9], ARGV[a + 10]
+  -- a refill replaces every field (an earlier job_id or result must not linger)
+  redis.call('DEL', entry)
+  local fields = {{'channel', channel, 'created_at', now}}
+  if has_result == '1' then append(fields, {{'result', result}}) end
+  if job_id ~= '' then append(fields, {{'job_id', job_id}}) end
+  if expires_at ~= '' then append(fields, {{'expires_at', expires_at}}) end
+  redis.call('HSET', entry, unpack(fields))
+  if ttl_ms ~= '' then redis.call('PEXPIRE', entry, ttl_ms) end
+  redis.call('ZADD', by_age, now, key)
+  redis.call('SADD', channels, channel)
+  redis.call('HINCRBY', chash, 'misses', 1)
+  release(inflight, job_id)
+  if max_entries == '' then return end
+  if cutoff ~= '' then
+    -- expired by now; deleted too in case a longer TTL of an earlier policy kept one
+    for _, old in ipairs(redis.call('ZRANGEBYSCORE', by_age, '-inf', cutoff)) do
+      redis.call('DEL', entry_prefix .. old)
+      redis.call('ZREM', by_age, old)
+    end
+  end
+  local over = redis.call('ZCARD', by_age) - tonumber(max_entries)
+  if over > 0 then
+    local popped = redis.call('ZPOPMIN', by_age, over)
+    for i = 1, #popped, 2 do redis.call('DEL', entry_prefix .. popped[i]) end
+  end
 end
 """
 
@@ -88,22 +166,72 @@ return redis.call('HGETALL', KEYS[1])
 """,
 )
 
+START_ATTEMPT_CACHED = _script(
+    "store_start_attempt_cached",
+    f"""
+-- KEYS: job, index, feed, cache entry, in-flight claim, channel hash, channels set.
+-- ARGV: job_id, channel, attempt, worker_id, now, read (1/0), lease ms, retention ms
+-- ('' = for ever), expires_at ('' = none), feed maxlen.
+-- Returns the job's hash: unchanged when it is terminal; completed from the entry
+-- when read is 1 and the key is filled (a hit); else running, holding the claim.
+local status = redis.call('HGET', KEYS[1], 'status')
+if status and TERMINAL[status] then return redis.call('HGETALL', KEYS[1]) end
+ensure(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[5])
+if ARGV[6] == '1' and live_entry(KEYS[4], ARGV[5]) then
+  local result = redis.call('HGET', KEYS[4], 'result')
+  redis.call('HSET', KEYS[1], 'status', '{JobStatus.COMPLETED}', 'attempts', ARGV[3],
+             'worker_id', ARGV[4], 'started_at', ARGV[5], 'finished_at', ARGV[5],
+             'cached', '1', 'has_result', '1')
+  redis.call('HDEL', KEYS[1], 'error_type', 'error_message')
+  if result then
+    redis.call('HSET', KEYS[1], 'result', result)
+  else
+    redis.call('HDEL', KEYS[1], 'result')
+  end
+  if ARGV[9] == '' then
+    redis.call('HDEL', KEYS[1], 'expires_at')
+  else
+    redis.call('HSET', KEYS[1], 'expires_at', ARGV[9])
+  end
+  retain(KEYS[1], ARGV[8])
+  to_feed(KEYS[3], ARGV[10], ARGV[1], '{JobStatus.COMPLETED}')
+  redis.call('HINCRBY', KEYS[6], 'hits', 1)
+  redis.call('SADD', KEYS[7], ARGV[2])
+  return redis.call('HGETALL', KEYS[1])
+end
+redis.call('HSET', KEYS[1], 'status', '{JobStatus.RUNNING}', 'attempts', ARGV[3],
+           'worker_id', ARGV[4], 'started_at', ARGV[5])
+redis.call('SET', KEYS[5], ARGV[1], 'PX', ARGV[7])
+return redis.call('HGETALL', KEYS[1])
+""",
+)
+
 FINISH_ATTEMPT = _script(
     "store_finish_attempt",
-    """
--- KEYS: job, index, feed.
+    f"""
+-- KEYS: job, index, feed; then, for a handler with a cache, the FILL_KEYS of its key.
 -- ARGV: job_id, status, now, retention ms ('' = for ever), feed maxlen, pair count n,
--- n field/value pairs to set, then the fields to delete (they are None now).
+-- count g of fields to delete, n field/value pairs to set, the g fields to delete
+-- (they are None now); then, with the cache keys, the FILL_ARGS of the fill.
 -- Returns 0 when the job is terminal already (a late duplicate changes nothing).
 local status = redis.call('HGET', KEYS[1], 'status')
 if status and TERMINAL[status] then return 0 end
 ensure(KEYS[1], KEYS[2], ARGV[1], '', ARGV[3])
-local last = 6 + 2 * tonumber(ARGV[6])
-redis.call('HSET', KEYS[1], unpack(ARGV, 7, last))
-if #ARGV > last then redis.call('HDEL', KEYS[1], unpack(ARGV, last + 1)) end
+local last = 7 + 2 * tonumber(ARGV[6])
+redis.call('HSET', KEYS[1], unpack(ARGV, 8, last))
+local gone = tonumber(ARGV[7])
+if gone > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, last + 1, last + gone)) end
 if TERMINAL[ARGV[2]] then
   retain(KEYS[1], ARGV[4])
   to_feed(KEYS[3], ARGV[5], ARGV[1], ARGV[2])
+  if #KEYS > 3 then
+    if ARGV[2] == '{JobStatus.COMPLETED}' then
+      fill(4, last + gone + 1)
+    else
+      -- dead: nothing to cache, but the next submit of the key must not join it
+      release(KEYS[5], ARGV[1])
+    end
+  end
 end
 return 1
 """,
@@ -180,5 +308,154 @@ for k = 1, n do
   end
 end
 return out
+""",
+)
+
+CACHE_SUBMIT = _script(
+    "store_cache_submit",
+    f"""
+-- KEYS: index, feed, channels set, then per item: job, channel hash, entry, in-flight.
+-- ARGV: job key prefix, now, feed maxlen, then per item: job_id, version, created_at,
+-- expire-at ms of the pending record ('' = none), lease ms, retention ms of a hit
+-- record ('' = for ever), pair count n, n pairs of the pending record, pair count m,
+-- m pairs of the hit record (all but its result, which is the entry's).
+-- Items run in order, each seeing what the earlier ones did. Returns per item
+-- {{kind}}, {{kind, hash}} (exists, hit) or {{kind, hash, job_id}} (joined).
+local prefix, now, maxlen = ARGV[1], ARGV[2], ARGV[3]
+local out, a = {{}}, 4
+for k = 4, #KEYS, 4 do
+  local job, chash, entry, inflight = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  local job_id, version, score, expire_at, lease, retention =
+    ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local n = tonumber(ARGV[a + 6])
+  local pending_first, pending_last = a + 7, a + 6 + 2 * n
+  local m = tonumber(ARGV[pending_last + 1])
+  local hit_first, hit_last = pending_last + 2, pending_last + 1 + 2 * m
+  a = hit_last + 1
+  local holder = nil
+  if redis.call('EXISTS', job) == 1 then
+    out[#out + 1] = {{'{ClaimKind.EXISTS}', redis.call('HGETALL', job)}}
+  elseif redis.call('HGET', chash, 'version') ~= version then
+    out[#out + 1] = {{'{ClaimKind.STALE}'}}
+  elseif live_entry(entry, now) then
+    local result = redis.call('HGET', entry, 'result')
+    redis.call('HSET', job, unpack(ARGV, hit_first, hit_last))
+    if result then redis.call('HSET', job, 'result', result) end
+    retain(job, retention)
+    redis.call('ZADD', KEYS[1], now, job_id)
+    to_feed(KEYS[2], maxlen, job_id, '{JobStatus.COMPLETED}')
+    redis.call('HINCRBY', chash, 'hits', 1)
+    redis.call('SADD', KEYS[3], redis.call('HGET', job, 'channel'))
+    out[#out + 1] = {{'{ClaimKind.HIT}', redis.call('HGETALL', job)}}
+  else
+    local other = redis.call('GET', inflight)
+    if other then
+      local status = redis.call('HGET', prefix .. other, 'status')
+      if status and not TERMINAL[status] then holder = other end
+    end
+    if holder then
+      redis.call('HINCRBY', chash, 'joined', 1)
+      out[#out + 1] = {{'{ClaimKind.JOINED}', redis.call('HGETALL', prefix .. holder), holder}}
+    else
+      redis.call('HSET', job, unpack(ARGV, pending_first, pending_last))
+      if expire_at ~= '' then redis.call('PEXPIREAT', job, expire_at) end
+      redis.call('ZADD', KEYS[1], score, job_id)
+      redis.call('SET', inflight, job_id, 'PX', lease)
+      out[#out + 1] = {{'{ClaimKind.CLAIMED}'}}
+    end
+  end
+end
+return out
+""",
+)
+
+CACHE_LOOKUP = _script(
+    "store_cache_lookup",
+    """
+-- KEYS: entry. ARGV: now, count (1/0), channel hash key prefix.
+-- Returns the entry's hash (nil: no live entry); count: a found one is a hit.
+if not live_entry(KEYS[1], ARGV[1]) then return false end
+local h = redis.call('HGETALL', KEYS[1])
+if ARGV[2] == '1' then
+  local channel = redis.call('HGET', KEYS[1], 'channel')
+  if channel then redis.call('HINCRBY', ARGV[3] .. channel, 'hits', 1) end
+end
+return h
+""",
+)
+
+CACHE_FILL = _script(
+    "store_cache_fill",
+    """
+-- KEYS: the FILL_KEYS. ARGV: the FILL_ARGS.
+fill(1, 1)
+return 1
+""",
+)
+
+CACHE_EXTEND = _script(
+    "store_cache_extend",
+    """
+-- KEYS: in-flight claim. ARGV: job_id, lease ms.
+-- Returns 1 when job_id still held the claim (now for the lease again), else 0.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+""",
+)
+
+CACHE_RELEASE = _script(
+    "store_cache_release",
+    """
+-- KEYS: in-flight claims. ARGV: the job id expected to hold each.
+for i = 1, #KEYS do release(KEYS[i], ARGV[i]) end
+return 1
+""",
+)
+
+CACHE_STATS = _script(
+    "store_cache_stats",
+    """
+-- KEYS: per channel its hash and its by-age sorted set. ARGV: entry key prefix.
+-- Returns per channel {{hits, misses, joined, version}, entries, bytes}; members whose
+-- entry expired are dropped from the sorted set on the way. Walks every member (at
+-- most the channel's max_entries, plus the expired ones not yet dropped).
+local out = {}
+for k = 1, #KEYS, 2 do
+  local counters = redis.call('HMGET', KEYS[k], 'hits', 'misses', 'joined', 'version')
+  local entries, bytes = 0, 0
+  for _, key in ipairs(redis.call('ZRANGE', KEYS[k + 1], 0, -1)) do
+    local entry = ARGV[1] .. key
+    if redis.call('EXISTS', entry) == 1 then
+      entries = entries + 1
+      bytes = bytes + redis.call('HSTRLEN', entry, 'result')
+    else
+      redis.call('ZREM', KEYS[k + 1], key)
+    end
+  end
+  out[#out + 1] = {counters, entries, bytes}
+end
+return out
+""",
+)
+
+CACHE_CLEAR = _script(
+    "store_cache_clear",
+    """
+-- KEYS: per channel its hash and its by-age sorted set. ARGV: entry key prefix.
+-- Deletes the channels' entries and zeroes their counters; the policy and the
+-- in-flight claims stay (a claim's job is still queued or running). Returns how many
+-- entries existed.
+local cleared = 0
+for k = 1, #KEYS, 2 do
+  for _, key in ipairs(redis.call('ZRANGE', KEYS[k + 1], 0, -1)) do
+    cleared = cleared + redis.call('DEL', ARGV[1] .. key)
+  end
+  redis.call('DEL', KEYS[k + 1])
+  if redis.call('EXISTS', KEYS[k]) == 1 then
+    redis.call('HSET', KEYS[k], 'hits', 0, 'misses', 0, 'joined', 0)
+  end
+end
+return cleared
 """,
 )

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Any, Generic, TypeVar, cast
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, cast
 
 from msgcore.constants import HEADER_JOB_ID
 from msgcore.exceptions import StorageError
@@ -26,111 +25,34 @@ from msgcore.sqlite.client.base import OutgoingMessage
 from msgcore.sqlite.client.connection import SqliteClient
 from msgcore.sqlite.publisher.producer import CAPTURED
 from msgcore.store import queries as q
-from msgcore.store.base import TERMINAL, FeedEvent, JobRecord, JobStatus, Store
+from msgcore.store import sqlite_cache as sqlc
+from msgcore.store.base import AttemptOutcome, FeedEvent, JobRecord, JobStatus, Store
+from msgcore.store.cache import (
+    CacheCheck,
+    CacheClaim,
+    CacheEntry,
+    CacheFill,
+    CacheStats,
+    CacheSubmit,
+)
+from msgcore.store.sqlite_rows import (
+    HEAVY_ROWS,
+    Op,
+    T,
+    alive,
+    chunks,
+    create_schema,
+    job_from_row,
+    job_row,
+    select,
+)
 from msgcore.urls import parse_sqlite_url, redact_url
 
 __all__ = ["SqliteStore"]
 
-T = TypeVar("T")
-
-_CHUNK = 500
-"""Ids per statement of a batched read or write."""
-_HEAVY_ROWS = 64
-"""Above this many rows an operation runs on aiosqlite's thread, not the event loop."""
 _FEED_BATCH = 1000
 _POLL_MIN = 0.001
 _POLL_MAX = 0.05
-
-
-class _Op(Generic[T]):
-    """One store operation, handed to ``SqliteClient`` as ``fn(connection)``.
-
-    It may run on aiosqlite's thread, so it counts its statements in itself; the store
-    adds the count to ``queries`` back on the event loop.
-    """
-
-    __slots__ = ("_conn", "count", "fn")
-
-    def __init__(self, fn: Callable[[_Op[T]], T]) -> None:
-        self.fn = fn
-        self.count = 0
-        self._conn: sqlite3.Connection | None = None
-
-    def __call__(self, conn: sqlite3.Connection) -> T:
-        self._conn = conn
-        return self.fn(self)
-
-    def _execute(self, sql: str, params: Any) -> sqlite3.Cursor:
-        assert self._conn is not None
-        self.count += 1
-        return self._conn.execute(sql, params)
-
-    def rows(self, sql: str, params: Any = ()) -> list[Any]:
-        return self._execute(sql, params).fetchall()
-
-    def row(self, sql: str, params: Any = ()) -> Any:
-        rows = self.rows(sql, params)
-        return rows[0] if rows else None
-
-    def change(self, sql: str, params: Any = ()) -> int:
-        return self._execute(sql, params).rowcount
-
-    def many(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
-        assert self._conn is not None
-        self.count += 1
-        self._conn.executemany(sql, params)
-
-
-def _create_schema(sql: _Op[None]) -> None:
-    # One transaction (the writer's); IF NOT EXISTS makes a concurrent opener harmless.
-    for statement in q.SCHEMA.split(";"):
-        if statement.strip():
-            sql.change(statement)
-
-
-def _select(statement: str, params: Any) -> Callable[[_Op[list[Any]]], list[Any]]:
-    return lambda sql: sql.rows(statement, params)
-
-
-def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
-    for i in range(0, len(items), _CHUNK):
-        yield items[i : i + _CHUNK]
-
-
-def _alive(expires_at: float | None, now: float) -> bool:
-    return expires_at is None or expires_at > now
-
-
-def _record(row: Sequence[Any]) -> JobRecord:
-    (job_id, channel, status, attempts, worker_id, created_at, started_at, finished_at,
-     result, has_result, error_type, error_message, cached, expires_at, extra) = row  # fmt: skip
-    return JobRecord(
-        job_id=job_id,
-        channel=channel,
-        status=JobStatus(status),
-        attempts=attempts,
-        worker_id=worker_id,
-        created_at=created_at,
-        started_at=started_at,
-        finished_at=finished_at,
-        result=None if result is None else bytes(result),
-        has_result=bool(has_result),
-        error_type=error_type,
-        error_message=error_message,
-        cached=bool(cached),
-        expires_at=expires_at,
-        extra=json.loads(extra) if extra else {},
-    )
-
-
-def _columns(r: JobRecord) -> tuple[Any, ...]:
-    """``r`` in the order of ``q.JOB_COLUMNS``."""
-    return (
-        r.job_id, r.channel, str(r.status), r.attempts, r.worker_id, r.created_at,
-        r.started_at, r.finished_at, r.result, int(r.has_result), r.error_type,
-        r.error_message, int(r.cached), r.expires_at,
-        json.dumps(dict(r.extra), separators=(",", ":")) if r.extra else None,
-    )  # fmt: skip
 
 
 class _FeedSignal:
@@ -185,14 +107,14 @@ class SqliteStore(Store):
                     "connect the broker before opening a store that shares it."
                 )
             if not self._signal.schema_ready:
-                await self._write(_create_schema)
+                await self._write(create_schema)
                 self._signal.schema_ready = True
             return
         if self._db.connected:
             return
         await self._db.connect()
         try:
-            await self._write(_create_schema)
+            await self._write(create_schema)
         except BaseException:
             await self._db.close()
             raise
@@ -210,18 +132,18 @@ class SqliteStore(Store):
                 "or `await store.open()` first."
             )
 
-    async def _read(self, fn: Callable[[_Op[T]], T], *, heavy: bool = False) -> T:
+    async def _read(self, fn: Callable[[Op[T]], T], *, heavy: bool = False) -> T:
         self._check_open()
-        op = _Op(fn)
+        op = Op(fn)
         try:
             return await self._db._run(op, heavy=heavy)
         finally:
             self.queries += op.count
 
-    async def _write(self, fn: Callable[[_Op[T]], T], *, heavy: bool = False) -> T:
+    async def _write(self, fn: Callable[[Op[T]], T], *, heavy: bool = False) -> T:
         """Run ``fn`` in the next group commit, with whatever other writes are queued."""
         self._check_open()
-        op = _Op(fn)
+        op = Op(fn)
         if heavy:
             self._db._heavy.add(op)
         try:
@@ -237,25 +159,25 @@ class SqliteStore(Store):
     async def create_jobs(self, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
         if not records:
             return []
-        return await self._write(self._create_op(records), heavy=len(records) > _HEAVY_ROWS)
+        return await self._write(self._create_op(records), heavy=len(records) > HEAVY_ROWS)
 
     def _create_op(
         self, records: Sequence[JobRecord]
-    ) -> Callable[[_Op[list[tuple[JobRecord, bool]]]], list[tuple[JobRecord, bool]]]:
+    ) -> Callable[[Op[list[tuple[JobRecord, bool]]]], list[tuple[JobRecord, bool]]]:
         now = time.time()
 
-        def work(sql: _Op[list[tuple[JobRecord, bool]]]) -> list[tuple[JobRecord, bool]]:
+        def work(sql: Op[list[tuple[JobRecord, bool]]]) -> list[tuple[JobRecord, bool]]:
             # Inside the write transaction: nobody can insert between the read and ours.
             stored: dict[str, JobRecord] = {}
             ids = list(dict.fromkeys(r.job_id for r in records))
             if len(ids) == 1:  # a primary-key lookup, cheaper than json_each
                 row = sql.row(q.GET_JOB, {"id": ids[0], "now": now})
                 if row is not None:
-                    stored[row[0]] = _record(row)
+                    stored[row[0]] = job_from_row(row)
             else:
-                for chunk in _chunks(ids):
+                for chunk in chunks(ids):
                     for row in sql.rows(q.GET_JOBS, {"ids": json.dumps(chunk), "now": now}):
-                        stored[row[0]] = _record(row)
+                        stored[row[0]] = job_from_row(row)
             out: list[tuple[JobRecord, bool]] = []
             new: list[tuple[Any, ...]] = []
             for r in records:
@@ -263,7 +185,7 @@ class SqliteStore(Store):
                     out.append((stored[r.job_id], False))
                 else:
                     stored[r.job_id] = r
-                    new.append(_columns(r))
+                    new.append(job_row(r))
                     out.append((r, True))
             if new:
                 sql.many(q.INSERT_JOB, new)
@@ -286,7 +208,7 @@ class SqliteStore(Store):
             CAPTURED.reset(token)
         create = self._create_op(records)
 
-        def work(sql: _Op[list[tuple[JobRecord, bool]]]) -> list[tuple[JobRecord, bool]]:
+        def work(sql: Op[list[tuple[JobRecord, bool]]]) -> list[tuple[JobRecord, bool]]:
             stored = create(sql)
             fresh = {record.job_id for record, created in stored if created}
             keep = [m for m in captured if (m.headers or {}).get(HEADER_JOB_ID) in fresh]
@@ -296,34 +218,41 @@ class SqliteStore(Store):
                 self._db.insert_op(keep)(sql._conn)
             return stored
 
-        return await self._write(work, heavy=len(records) > _HEAVY_ROWS)
+        return await self._write(work, heavy=len(records) > HEAVY_ROWS)
 
     async def delete_jobs(self, job_ids: Sequence[str]) -> int:
         """Delete job records (a submit that failed to publish); how many existed."""
         ids = list(dict.fromkeys(job_ids))
 
-        def work(sql: _Op[int]) -> int:
+        def work(sql: Op[int]) -> int:
             return sum(
-                sql.change(q.DELETE_JOBS, {"ids": json.dumps(chunk)}) for chunk in _chunks(ids)
+                sql.change(q.DELETE_JOBS, {"ids": json.dumps(chunk)}) for chunk in chunks(ids)
             )
 
-        return await self._write(work, heavy=len(ids) > _HEAVY_ROWS) if ids else 0
+        return await self._write(work, heavy=len(ids) > HEAVY_ROWS) if ids else 0
 
     async def get_jobs(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
         ids = list(dict.fromkeys(job_ids))
         now = time.time()
         if len(ids) == 1:
             row = await self._read(lambda sql: sql.row(q.GET_JOB, {"id": ids[0], "now": now}))
-            return {} if row is None else {ids[0]: _record(row)}
+            return {} if row is None else {ids[0]: job_from_row(row)}
         found: dict[str, JobRecord] = {}
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             params = {"ids": json.dumps(chunk), "now": now}
-            rows = await self._read(_select(q.GET_JOBS, params), heavy=len(chunk) > _HEAVY_ROWS)
-            found.update((row[0], _record(row)) for row in rows)
+            rows = await self._read(select(q.GET_JOBS, params), heavy=len(chunk) > HEAVY_ROWS)
+            found.update((row[0], job_from_row(row)) for row in rows)
         return found
 
     async def start_attempt(
-        self, job_id: str, *, channel: str, attempt: int, worker_id: str, now: float
+        self,
+        job_id: str,
+        *,
+        channel: str,
+        attempt: int,
+        worker_id: str,
+        now: float,
+        cache: CacheCheck | None = None,
     ) -> JobRecord:
         params = {
             "id": job_id,
@@ -332,136 +261,110 @@ class SqliteStore(Store):
             "worker_id": worker_id,
             "now": now,
         }
+        hit = False
 
-        def work(sql: _Op[JobRecord]) -> JobRecord:
+        def work(sql: Op[JobRecord]) -> JobRecord:
+            nonlocal hit
             row = sql.row(q.START_ATTEMPT, params)
             if row is None:
                 # Refused: terminal (return it as it is) or expired (start afresh).
                 row = sql.row(q.GET_JOB, {"id": job_id, "now": now})
                 if row is not None:
-                    return _record(row)
+                    return job_from_row(row)
                 sql.change(q.DELETE_JOB, (job_id,))
                 row = sql.row(q.START_ATTEMPT, params)
-            return _record(row)
+            started = job_from_row(row)
+            if cache is None:
+                return started
+            found = sqlc.start_check(sql, cache, now=now)
+            if found is None:
+                sqlc.claim(sql, cache.key, job_id, lease=cache.lease, now=now)
+                return started
+            # filled since the message was queued: complete it with the cached result
+            outcome = AttemptOutcome(
+                status=JobStatus.COMPLETED,
+                attempt=attempt,
+                now=now,
+                retention=cache.retention,
+                result=found.result,
+                has_result=True,
+                cached=True,
+            )
+            self._finish_work(job_id, outcome)(sql)
+            sqlc.bump(sql, found.channel, hits=1)
+            hit = True
+            return job_from_row(sql.row(q.GET_JOB, {"id": job_id, "now": now}))
 
-        return await self._write(work)
+        started = await self._write(work)
+        if hit:
+            self._fed()
+        return started
 
-    async def finish_attempt(
-        self,
-        job_id: str,
-        *,
-        status: JobStatus,
-        attempt: int,
-        now: float,
-        retention: float | None,
-        result: bytes | None = None,
-        has_result: bool = False,
-        error_type: str | None = None,
-        error_message: str | None = None,
-        cached: bool = False,
-    ) -> bool:
-        op, terminal = self._finish_op(
-            job_id,
-            status=status,
-            attempt=attempt,
-            now=now,
-            retention=retention,
-            result=result,
-            has_result=has_result,
-            error_type=error_type,
-            error_message=error_message,
-            cached=cached,
-        )
+    async def finish_attempt(self, job_id: str, outcome: AttemptOutcome) -> bool:
+        op = Op(self._finish_work(job_id, outcome))
         self._check_open()
         try:
             finished = cast(bool, await self._db._write(op))
         finally:
             self.queries += op.count
-        if finished and terminal:
+        if finished and outcome.terminal:
             self._fed()
         return finished
 
     def queue_finish_attempt(
-        self,
-        job_id: str,
-        *,
-        status: JobStatus,
-        attempt: int,
-        now: float,
-        retention: float | None,
-        result: bytes | None = None,
-        has_result: bool = False,
-        error_type: str | None = None,
-        error_message: str | None = None,
-        cached: bool = False,
+        self, job_id: str, outcome: AttemptOutcome
     ) -> asyncio.Future[bool] | None:
         if self._owned:
             return None
         self._check_open()
-        op, terminal = self._finish_op(
-            job_id,
-            status=status,
-            attempt=attempt,
-            now=now,
-            retention=retention,
-            result=result,
-            has_result=has_result,
-            error_type=error_type,
-            error_message=error_message,
-            cached=cached,
-        )
+        op = Op(self._finish_work(job_id, outcome))
         future: asyncio.Future[bool] = self._db._write(op)
 
         def done(f: asyncio.Future[bool]) -> None:
             self.queries += op.count
-            if not f.cancelled() and f.exception() is None and f.result() and terminal:
+            if not f.cancelled() and f.exception() is None and f.result() and outcome.terminal:
                 self._fed()
 
         future.add_done_callback(done)
         return future
 
-    def _finish_op(
-        self,
-        job_id: str,
-        *,
-        status: JobStatus,
-        attempt: int,
-        now: float,
-        retention: float | None,
-        result: bytes | None,
-        has_result: bool,
-        error_type: str | None,
-        error_message: str | None,
-        cached: bool,
-    ) -> tuple[_Op[bool], bool]:
-        terminal = status in TERMINAL
+    def _finish_work(self, job_id: str, outcome: AttemptOutcome) -> Callable[[Op[Any]], bool]:
+        terminal = outcome.terminal
+        now = outcome.now
+        retention = outcome.retention
         params = {
             "id": job_id,
-            "status": str(status),
-            "attempt": attempt,
+            "status": str(outcome.status),
+            "attempt": outcome.attempt,
             "now": now,
             "finished_at": now if terminal else None,
-            "result": result,
-            "has_result": int(has_result),
-            "error_type": error_type,
-            "error_message": error_message,
-            "cached": int(cached),
+            "result": outcome.result,
+            "has_result": int(outcome.has_result),
+            "error_type": outcome.error_type,
+            "error_message": outcome.error_message,
+            "cached": int(outcome.cached),
             "expires_at": now + retention if terminal and retention is not None else None,
             "terminal": int(terminal),
         }
 
-        def work(sql: _Op[bool]) -> bool:
+        def work(sql: Op[Any]) -> bool:
             if sql.change(q.FINISH_ATTEMPT, params) == 0:
                 row = sql.row(q.JOB_EXPIRES_AT, (job_id,))
-                if row is not None and _alive(row[0], now):
+                if row is not None and alive(row[0], now):
                     return False  # terminal already: a late duplicate
                 sql.change(q.DELETE_JOB, (job_id,))
                 sql.change(q.FINISH_ATTEMPT, params)
             if terminal:
                 sql.change(q.ADVANCE_FEED_SEQ)
+            target = outcome.cache
+            if target is not None:
+                if outcome.status is JobStatus.COMPLETED:
+                    sqlc.fill(sql, target, outcome.result, job_id=job_id, now=now)
+                elif outcome.status is JobStatus.DEAD:
+                    sqlc.release(sql, target.key, job_id)  # failures are never cached
             return True
 
-        return _Op(work), terminal
+        return work
 
     async def cancel_job(self, job_id: str, *, now: float, retention: float | None) -> bool:
         params = {
@@ -470,7 +373,7 @@ class SqliteStore(Store):
             "expires_at": None if retention is None else now + retention,
         }
 
-        def work(sql: _Op[bool]) -> bool:
+        def work(sql: Op[bool]) -> bool:
             if sql.change(q.CANCEL_JOB, params) == 0:
                 return False
             sql.change(q.ADVANCE_FEED_SEQ)
@@ -499,16 +402,67 @@ class SqliteStore(Store):
             "limit": limit,
             "now": time.time(),
         }
-        rows = await self._read(_select(statement, params), heavy=limit > _HEAVY_ROWS)
-        return [_record(row) for row in rows]
+        rows = await self._read(select(statement, params), heavy=limit > HEAVY_ROWS)
+        return [job_from_row(row) for row in rows]
 
     async def count_jobs(self, *, channel: str | None = None) -> dict[JobStatus, int]:
         statement = q.COUNT_JOBS if channel is None else q.COUNT_JOBS_BY_CHANNEL
         params = {"channel": channel, "now": time.time()}
-        rows = await self._read(_select(statement, params), heavy=True)
+        rows = await self._read(select(statement, params), heavy=True)
         counts = dict.fromkeys(JobStatus, 0)
         counts.update((JobStatus(s), n) for s, n in rows)
         return counts
+
+    # -- result cache --------------------------------------------------------------------
+
+    async def cache_register(self, channel: str, policy: str) -> None:
+        await self._write(lambda sql: sql.change(q.REGISTER_POLICY, (channel, policy)))
+
+    async def cache_policy(self, channel: str) -> str | None:
+        row = await self._read(lambda sql: sql.row(q.CACHE_POLICY, (channel,)))
+        return None if row is None else row[0]
+
+    async def cache_submit(self, items: Sequence[CacheSubmit], *, now: float) -> list[CacheClaim]:
+        if not items:
+            return []
+        claims = await self._write(
+            lambda sql: sqlc.submit(sql, items, now), heavy=len(items) > HEAVY_ROWS
+        )
+        if any(c.kind == "hit" for c in claims):
+            self._fed()
+        return claims
+
+    async def cache_lookup(self, key: str, *, now: float, count: bool = True) -> CacheEntry | None:
+        if not count:
+            return await self._read(lambda sql: sqlc.entry(sql, key, now))
+
+        def work(sql: Op[CacheEntry | None]) -> CacheEntry | None:
+            found = sqlc.entry(sql, key, now)
+            if found is not None:
+                sqlc.bump(sql, found.channel, hits=1)
+            return found
+
+        return await self._write(work)
+
+    async def cache_fill(
+        self, fill: CacheFill, result: bytes, *, job_id: str | None, now: float
+    ) -> None:
+        await self._write(lambda sql: sqlc.fill(sql, fill, result, job_id=job_id, now=now))
+
+    async def cache_extend(self, key: str, job_id: str, *, lease: float, now: float) -> bool:
+        params = {"key": key, "job_id": job_id, "expires_at": now + lease}
+        return bool(await self._write(lambda sql: sql.change(q.EXTEND_CLAIM, params)))
+
+    async def cache_release(self, claims: Sequence[tuple[str, str]]) -> None:
+        if claims:
+            await self._write(lambda sql: sql.many(q.RELEASE_CLAIM, list(claims)))
+
+    async def cache_stats(self, *, channel: str | None = None) -> list[CacheStats]:
+        now = time.time()
+        return await self._read(lambda sql: sqlc.stats(sql, channel, now), heavy=True)
+
+    async def cache_clear(self, *, channel: str | None = None) -> int:
+        return await self._write(lambda sql: sqlc.clear(sql, channel), heavy=True)
 
     # -- completion feed -----------------------------------------------------------------
 
@@ -520,7 +474,7 @@ class SqliteStore(Store):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
 
-        def query(sql: _Op[tuple[int, list[Any]]]) -> tuple[int, list[Any]]:
+        def query(sql: Op[tuple[int, list[Any]]]) -> tuple[int, list[Any]]:
             # The version first: a commit landing between the two shows up as a change.
             version = sql.row(q.DATA_VERSION)[0]
             return version, sql.rows(q.READ_FEED, (after, _FEED_BATCH))
@@ -566,7 +520,7 @@ class SqliteStore(Store):
     async def set(self, key: str, value: str, *, ttl: float | None = None) -> None:
         params = {"key": key, "value": value, "expires_at": _deadline(ttl)}
 
-        def work(sql: _Op[None]) -> None:
+        def work(sql: Op[None]) -> None:
             sql.change(q.SET_VALUE, params)
             # The key may have been a hash: its fields go with it, as in Redis.
             sql.change(q.DELETE_FIELDS, {"keys": json.dumps([key])})
@@ -578,17 +532,17 @@ class SqliteStore(Store):
             return 0
         unique = list(dict.fromkeys(keys))
 
-        def work(sql: _Op[int]) -> int:
+        def work(sql: Op[int]) -> int:
             existed = 0
             now = time.time()
-            for chunk in _chunks(unique):
+            for chunk in chunks(unique):
                 params = {"keys": json.dumps(chunk)}
                 deleted = sql.rows(q.DELETE_KEYS, params)
-                existed += sum(_alive(expires_at, now) for (expires_at,) in deleted)
+                existed += sum(alive(expires_at, now) for (expires_at,) in deleted)
                 sql.change(q.DELETE_FIELDS, params)
             return existed
 
-        return await self._write(work, heavy=len(unique) > _HEAVY_ROWS)
+        return await self._write(work, heavy=len(unique) > HEAVY_ROWS)
 
     async def hset(self, key: str, mapping: Mapping[str, str], *, ttl: float | None = None) -> None:
         if not mapping:
@@ -599,13 +553,13 @@ class SqliteStore(Store):
         now = time.time()
         fields = [(key, f, v) for f, v in mapping.items()]
 
-        def work(sql: _Op[None]) -> None:
+        def work(sql: Op[None]) -> None:
             sql.change(q.DROP_STALE_FIELDS, {"key": key, "now": now})
             mark = {"key": key, "now": now, "has_ttl": ttl is not None}
             sql.change(q.MARK_HASH, {**mark, "expires_at": _deadline(ttl, now)})
             sql.many(q.SET_FIELD, fields)
 
-        await self._write(work, heavy=len(fields) > _HEAVY_ROWS)
+        await self._write(work, heavy=len(fields) > HEAVY_ROWS)
 
     async def hgetall(self, key: str) -> dict[str, str]:
         params = {"key": key, "now": time.time()}
@@ -620,13 +574,13 @@ class SqliteStore(Store):
     # -- housekeeping --------------------------------------------------------------------
 
     async def purge_expired(self, *, now: float) -> int:
-        def work(sql: _Op[int]) -> int:
+        def work(sql: Op[int]) -> int:
             jobs = sql.change(q.PURGE_JOBS, {"now": now})
             keys = sql.rows(q.PURGE_KEYS, {"now": now})
             hashes = [key for key, kind in keys if kind == "hash"]
-            for chunk in _chunks(hashes):
+            for chunk in chunks(hashes):
                 sql.change(q.DELETE_FIELDS, {"keys": json.dumps(list(chunk))})
-            return jobs + len(keys)
+            return jobs + len(keys) + sqlc.purge(sql, now)
 
         return await self._write(work, heavy=True)
 

@@ -9,7 +9,7 @@ from faststream.message import StreamMessage, gen_cor_id
 from faststream.rabbit.message import RabbitMessage
 from faststream.rabbit.parser import AioPikaParser
 
-from msgcore.constants import HEADER_ATTEMPT, HEADER_JOB_ID
+from msgcore.constants import HEADER_ATTEMPT, HEADER_CACHE_BYPASS, HEADER_JOB_ID
 
 if TYPE_CHECKING:
     from aio_pika import IncomingMessage
@@ -48,7 +48,7 @@ _INTERNAL_PREFIXES = ("x-msgcore-", "x-first-death-", "x-last-death-")
 _INTERNAL = frozenset({"x-death", DELIVERY_COUNT})
 # msgcore headers that belong to the message, not to its transport bookkeeping: the
 # job tracking middleware reads them on every transport
-_PUBLIC = frozenset({HEADER_JOB_ID})
+_PUBLIC = frozenset({HEADER_JOB_ID, HEADER_CACHE_BYPASS})
 
 
 def _is_internal(key: str) -> bool:

@@ -52,6 +52,7 @@ _HANDLED = frozenset(
         "description",
         "include_in_schema",
         "publishers",
+        "cache",  # transport-neutral: the job middleware handles it
     }
 )
 
