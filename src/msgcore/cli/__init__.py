@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from msgcore.cli import cache
 from msgcore.cli.demo import demo
 
 app = typer.Typer(
@@ -13,6 +14,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("demo")(demo)
+app.add_typer(cache.app, name="cache")
 
 
 @app.callback()

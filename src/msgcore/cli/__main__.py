@@ -1,0 +1,5 @@
+"""``python -m msgcore.cli``: the ``msgcore`` command."""
+
+from msgcore.cli import app
+
+app(prog_name="msgcore")

@@ -1,0 +1,90 @@
+"""``msgcore cache stats|clear``: the result cache from a terminal."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from msgcore.cli.common import console, print_json, run, settings
+from msgcore.settings import Settings
+from msgcore.store import store_for
+from msgcore.store.cache import CacheStats
+
+app = typer.Typer(help="Inspect and clear the result cache.", no_args_is_help=True)
+
+Url = Annotated[str | None, typer.Option("--url", help="Transport URL (MSGCORE_URL).")]
+StoreUrl = Annotated[str | None, typer.Option("--store-url", help="Store URL (MSGCORE_STORE_URL).")]
+Channel = Annotated[str | None, typer.Option("--channel", "-c", help="Only this channel.")]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+async def _stats(config: Settings, channel: str | None) -> list[CacheStats]:
+    async with store_for(config) as store:
+        return await store.cache_stats(channel=channel)
+
+
+async def _clear(config: Settings, channel: str | None) -> int:
+    async with store_for(config) as store:
+        return await store.cache_clear(channel=channel)
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+@app.command("stats")
+def stats(
+    channel: Channel = None,
+    url: Url = None,
+    store_url: StoreUrl = None,
+    json: Json = False,
+) -> None:
+    """Hits, misses, joins, entries and size per cached channel."""
+    config = settings(url, store_url)
+    found = run(_stats(config, channel))
+    if json:
+        print_json([{**asdict(s), "hit_ratio": round(s.hit_ratio, 4)} for s in found])
+        return
+    if not found:
+        console.print("No cached channels in this store.")
+        return
+    table = Table(title="result cache")
+    for col in ("channel", "version", "hits", "misses", "joined", "hit ratio", "entries", "size"):
+        table.add_column(col, justify="left" if col in ("channel", "version") else "right")
+    for s in found:
+        table.add_row(
+            s.channel,
+            s.version or "-",
+            f"{s.hits:,}",
+            f"{s.misses:,}",
+            f"{s.joined:,}",
+            f"{s.hit_ratio:.0%}",
+            f"{s.entries:,}",
+            _size(s.bytes),
+        )
+    console.print(table)
+
+
+@app.command("clear")
+def clear(
+    channel: Channel = None,
+    url: Url = None,
+    store_url: StoreUrl = None,
+    json: Json = False,
+) -> None:
+    """Delete cached results (of one channel) and zero the counters."""
+    config = settings(url, store_url)
+    deleted = run(_clear(config, channel))
+    if json:
+        print_json({"deleted": deleted, "channel": channel})
+    else:
+        where = f" of {channel}" if channel else ""
+        console.print(f"Deleted {deleted:,} cached result(s){where}.")
