@@ -23,6 +23,7 @@ def msgcore(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MSGCORE_")}
     return subprocess.run(
         [sys.executable, "-m", "msgcore.cli", *args],
+        check=False,
         env={**clean, "COLUMNS": "200", **(env or {})},
         capture_output=True,
         text=True,
