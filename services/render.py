@@ -19,6 +19,8 @@ Environment (besides msgcore's ``MSGCORE_*`` settings):
 - ``MSGCORE_RENDER_PREFIX``: prefix of the channel name (default none).
 - ``MSGCORE_RENDER_SECONDS``: how long one render takes (default 0.05).
 - ``MSGCORE_RENDER_VERSION``: the handler version the cache keys with (default "1").
+- ``MSGCORE_RENDER_LEASE``: seconds before a silent worker's job goes to another worker
+  (default 30).
 - ``MSGCORE_RENDER_CALLS``: a file the handler appends one line to per run (tests count
   handler runs across worker processes with it).
 """
@@ -40,6 +42,7 @@ GROUP = "renderers"
 SECONDS = float(os.environ.get("MSGCORE_RENDER_SECONDS", "0.05"))
 VERSION = os.environ.get("MSGCORE_RENDER_VERSION", "1")
 CALLS = os.environ.get("MSGCORE_RENDER_CALLS")
+LEASE = float(os.environ.get("MSGCORE_RENDER_LEASE", "30"))
 
 
 class Page(BaseModel):
@@ -56,7 +59,13 @@ class Rendered(BaseModel):
 router = Router()
 
 
-@router.subscriber(CHANNEL, group=GROUP, max_workers=8, cache=CachePolicy(version=VERSION))
+@router.subscriber(
+    CHANNEL,
+    group=GROUP,
+    max_workers=8,
+    lease_seconds=LEASE,
+    cache=CachePolicy(version=VERSION),
+)
 async def render(page: Page) -> Rendered:
     if CALLS:
         await asyncio.to_thread(_count_run, CALLS, page)

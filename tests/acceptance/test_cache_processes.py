@@ -9,7 +9,10 @@ for them, and counts the handler's runs in the file the workers append to:
 - the first run renders each distinct page exactly once (100 runs), every job completes
   with the right result;
 - a second run of the same 1,000 submits runs the handler 0 times and publishes nothing
-  (every submit is answered from the store: counted by wrapping ``publish``).
+  (every submit is answered from the store: counted by wrapping ``publish``);
+- a worker killed with SIGKILL mid-render does not leave its page "in flight": a duplicate
+  submitted meanwhile joins the interrupted job, a new worker completes it, and the page
+  is cached afterwards.
 
 Cases: SQLite transport with its store beside it and on Redis; Redis with its store
 beside it and on a SQLite file; RabbitMQ with a SQLite file and Redis.
@@ -30,7 +33,7 @@ from services.render import Page, expected
 
 from msgcore import Client, RabbitSettings, RedisSettings, Settings
 from msgcore.router import PublisherHandle
-from tests.acceptance.test_pipeline_processes import Stack, terminate
+from tests.acceptance.test_pipeline_processes import Stack, kill_tree, terminate
 from tests.contract.harness import delete_rabbit_names
 
 pytestmark = [pytest.mark.slow]
@@ -218,3 +221,41 @@ async def test_repeated_pages_render_once(
         f"first run {first_run:.2f}s, second run {second_run:.3f}s "
         f"({first_run / max(second_run, 1e-6):.0f}x)"
     )
+
+
+KILL_CASES = [("sqlite", "beside"), ("redis", "beside"), ("rabbit", "sqlite")]
+
+
+@pytest.mark.parametrize(
+    "case", KILL_CASES, ids=[f"{t}-{s}-store" for t, s in KILL_CASES], indirect=True
+)
+async def test_killed_worker_leaves_no_key_in_flight(
+    case: Case, stack: Stack, calls_file: Path
+) -> None:
+    stack.env.update({"MSGCORE_RENDER_SECONDS": "2.0", "MSGCORE_RENDER_LEASE": "3"})
+    first = stack.worker("worker-first", WORKER)
+    await stack.wait_ready(first)
+    page = Page(doc="slow.md")
+    async with Client(settings=case.settings()) as client:
+        job = await client.submit(case.channel, page)
+        deadline = time.monotonic() + 15
+        while not runs(calls_file):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the render did not start\n{first.tail()}")
+            await asyncio.sleep(0.02)
+        kill_tree(first)
+        first.popen.wait(timeout=10)
+
+        # the interrupted job still holds the page: a duplicate joins it
+        duplicate = await client.submit(case.channel, page)
+        assert duplicate.id == job.id
+        second = stack.worker("worker-second", WORKER)
+        await stack.wait_ready(second)
+        assert await job.result(timeout=60) == expected(page).model_dump()
+        assert job.record.attempts >= 2
+        after = await client.submit(case.channel, page)
+        assert after.cached and after.done
+        assert await after.result() == expected(page).model_dump()
+        # the killed render and the one that finished; nothing else
+        assert len(runs(calls_file)) == 2
+        await terminate(second)
