@@ -13,6 +13,8 @@ from msgcore.adapters.base import TransportAdapter
 from msgcore.jobs.tracking import JobTracker
 from msgcore.router import PublisherHandle, Router
 from msgcore.settings import Settings
+from msgcore.telemetry.instrument import channel_names, instrument
+from msgcore.telemetry.setup import active
 
 __all__ = ["create_app", "create_broker"]
 
@@ -73,8 +75,13 @@ def create_broker(*routers: Router, settings: Settings | None = None) -> Any:
         for router, _ in root.walk()
         for decl in router.subscribers
     )
-    # job records and the result cache share the middleware and the store
-    tracker = JobTracker(settings) if settings.jobs.track or cached else None
+    telemetry = active(settings)
+    # job records, the result cache and msgcore's span attributes share the middleware
+    tracker = (
+        JobTracker(settings, telemetry=telemetry)
+        if settings.jobs.track or cached or telemetry is not None
+        else None
+    )
     # outermost of msgcore's routers: it sees each attempt's outcome before the
     # transport settles it, and user middlewares run inside the job's "running" state
     extra = [tracker.middleware] if tracker is not None else []
@@ -112,6 +119,8 @@ def create_broker(*routers: Router, settings: Settings | None = None) -> Any:
         broker.include_router(root.native)
     if tracker is not None:
         _tie_to_broker(broker, tracker)
+    if telemetry is not None:
+        instrument(broker, telemetry, channel_names(settings, routers))
     return broker
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "RedisSettings",
     "Settings",
     "SqliteSettings",
+    "TelemetrySettings",
     "Transport",
 ]
 
@@ -111,6 +112,22 @@ class CacheSettings(BaseModel):
     )
 
 
+class TelemetrySettings(BaseModel):
+    enabled: bool = Field(
+        True,
+        description="Trace brokers and clients once OpenTelemetry is set up (False: never).",
+    )
+    exporter: str | None = Field(
+        None,
+        description="Set up tracing by itself: otlp, console or memory (default: only when "
+        "msgcore.telemetry.setup() was called, OTEL_EXPORTER_OTLP_ENDPOINT is set or the "
+        "application configured OpenTelemetry).",
+    )
+    service_name: str | None = Field(
+        None, description="service.name of the spans (default OTEL_SERVICE_NAME, msgcore)."
+    )
+
+
 class Settings(BaseSettings):
     """Where msgcore runs. ``Settings()`` reads ``MSGCORE_*`` environment variables."""
 
@@ -136,6 +153,7 @@ class Settings(BaseSettings):
     rabbit: RabbitSettings = Field(default_factory=RabbitSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     def __init__(self, **values: Any) -> None:
         super().__init__(**values)

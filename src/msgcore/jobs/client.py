@@ -12,11 +12,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any, Self
 
 from faststream._internal.basic_types import SendableMessage
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
 
 from msgcore.adapters import adapter_for
 from msgcore.cache.keys import cache_key, payload_value
@@ -35,6 +39,9 @@ from msgcore.router import PublisherHandle, Router
 from msgcore.settings import Settings, transport_of
 from msgcore.store import JobRecord, Store, store_for
 from msgcore.store.cache import CacheStats, CacheSubmit, ClaimKind
+from msgcore.telemetry.instrument import channel_names, instrument
+from msgcore.telemetry.naming import ATTR_CACHE, ATTR_CHANNEL, ATTR_JOB_ID
+from msgcore.telemetry.setup import active
 
 __all__ = ["Client"]
 
@@ -83,6 +90,7 @@ class Client:
         self._router = Router()
         self._publishers: dict[str, PublisherHandle] = {}
         self._policies: dict[str, tuple[ChannelCache | None, float]] = {}
+        self._tracer: Tracer | None = None
         self._warned_keys: set[str] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -95,6 +103,10 @@ class Client:
         store: Store | None = None
         try:
             if owned:
+                telemetry = active(self.settings)
+                if telemetry is not None:
+                    instrument(broker, telemetry, channel_names(self.settings))
+                    self._tracer = telemetry.tracer_provider.get_tracer("msgcore")
                 await broker.connect()
             # a broker the client connected itself may share its connection with the
             # store; a given one may be a test double that runs handlers inline
@@ -237,12 +249,16 @@ class Client:
                 return cached
 
         def send(payload: SendableMessage, job_id: str) -> Awaitable[None]:
-            return publisher.publish(
-                payload,
-                headers={**(headers or {}), HEADER_JOB_ID: job_id},
-                correlation_id=job_id,
-                delay=delay,
-                priority=priority,
+            return self._traced(
+                channel,
+                job_id,
+                lambda: publisher.publish(
+                    payload,
+                    headers={**(headers or {}), HEADER_JOB_ID: job_id},
+                    correlation_id=job_id,
+                    delay=delay,
+                    priority=priority,
+                ),
             )
 
         async def send_all() -> None:
@@ -346,15 +362,24 @@ class Client:
             if found.kind is ClaimKind.CLAIMED:
                 job_id = request.record.job_id
                 sends.append(
-                    publisher.publish(
-                        payload,
-                        headers={**(headers or {}), HEADER_JOB_ID: job_id},
-                        correlation_id=job_id,
-                        delay=delay,
-                        priority=priority,
+                    self._traced(
+                        policy.channel,
+                        job_id,
+                        partial(
+                            publisher.publish,
+                            payload,
+                            headers={**(headers or {}), HEADER_JOB_ID: job_id},
+                            correlation_id=job_id,
+                            delay=delay,
+                            priority=priority,
+                        ),
+                        cache="miss",
                     )
                 )
-            elif found.kind is ClaimKind.HIT and found.record is not None:
+                continue
+            if found.record is not None and found.kind in (ClaimKind.HIT, ClaimKind.JOINED):
+                self._traced_instant(policy.channel, found.record.job_id, found.kind.value)
+            if found.kind is ClaimKind.HIT and found.record is not None:
                 cache_logger.info(
                     "job %s: cache hit on %s, completed without publishing",
                     found.record.job_id,
@@ -379,6 +404,51 @@ class Client:
             assert found.record is not None
             jobs.append(Job(self, found.record))
         return jobs
+
+    def _traced(
+        self,
+        channel: str,
+        job_id: str,
+        publish: Callable[[], Awaitable[None]],
+        *,
+        cache: str | None = None,
+    ) -> Awaitable[None]:
+        """Run ``publish`` inside a ``"{channel} submit"`` span: the root of the job's
+        trace (or a child of the caller's current span); the transport's publish span
+        and everything the workers do follow from it."""
+        tracer = self._tracer
+        if tracer is None:
+            return publish()
+        attributes: dict[str, str] = {ATTR_CHANNEL: channel, ATTR_JOB_ID: job_id}
+        if cache is not None:
+            attributes[ATTR_CACHE] = cache
+        span = tracer.start_span(
+            f"{channel} submit", kind=trace.SpanKind.PRODUCER, attributes=attributes
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            # the task copies the current context: the publish runs inside the span
+            task = asyncio.ensure_future(publish())
+        finally:
+            otel_context.detach(token)
+
+        def end(done: asyncio.Future[None]) -> None:
+            if not done.cancelled() and (exc := done.exception()) is not None:
+                span.record_exception(exc)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
+            span.end()
+
+        task.add_done_callback(end)
+        return task
+
+    def _traced_instant(self, channel: str, job_id: str, cache: str) -> None:
+        """A submit answered by the store (a hit, or joining a running job)."""
+        if self._tracer is None:
+            return
+        attributes = {ATTR_CHANNEL: channel, ATTR_JOB_ID: job_id, ATTR_CACHE: cache}
+        self._tracer.start_span(
+            f"{channel} submit", kind=trace.SpanKind.PRODUCER, attributes=attributes
+        ).end()
 
     async def cache_stats(self, channel: str | None = None) -> list[CacheStats]:
         """Hits, misses, joins, entries and size per cached channel (or one channel)."""

@@ -11,6 +11,7 @@ result is published onward instead) and a running one simply starts its next att
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from faststream import BaseMiddleware
 from faststream.exceptions import AckMessage, HandlerException, NackMessage, RejectMessage
+from opentelemetry import trace
 
 from msgcore.cache.keys import body_value, cache_key
 from msgcore.cache.policy import ChannelCache
@@ -33,6 +35,13 @@ from msgcore.message import MessageView
 from msgcore.store import JobStatus, Store, store_for
 from msgcore.store.base import AttemptOutcome
 from msgcore.store.cache import CacheCheck, CacheFill
+from msgcore.telemetry.naming import (
+    ATTR_ATTEMPT,
+    ATTR_CACHE,
+    ATTR_CHANNEL,
+    ATTR_JOB_ID,
+    EVENT_DEAD_LETTER,
+)
 
 if TYPE_CHECKING:
     from faststream._internal.context.repository import ContextRepo
@@ -40,6 +49,7 @@ if TYPE_CHECKING:
 
     from msgcore.router import SubscriberDeclaration
     from msgcore.settings import Settings
+    from msgcore.telemetry.setup import Telemetry
 
 __all__ = ["JobTracker", "worker_id"]
 
@@ -67,8 +77,10 @@ class _Tracked:
 class JobTracker:
     """Holds the store of one broker's workers and the declarations it tracks."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, telemetry: Telemetry | None = None) -> None:
         self.settings = settings
+        self.telemetry = telemetry
+        self.tracer = None if telemetry is None else telemetry.tracer_provider.get_tracer("msgcore")
         self.retention = settings.jobs.result_ttl
         self._store: Store | None = None
         self._opening: asyncio.Lock | None = None
@@ -149,7 +161,7 @@ class JobTracker:
     async def open(self, broker: Any = None) -> None:
         """Open the store now (a connected ``broker`` may share its SQLite connection)
         and register the cached channels' policies for clients."""
-        if self._declarations:
+        if self._declarations and (self.track_jobs or self.caches):
             await self.store(broker)
 
     async def close(self) -> None:
@@ -262,6 +274,13 @@ class _JobMiddleware(BaseMiddleware):
         if tracked is None:
             return await call_next(msg)
         job_id = msg.headers.get(HEADER_JOB_ID) if self.tracker.track_jobs else None
+        span = trace.get_current_span()
+        if span.is_recording():
+            # inside the transport's process span (the telemetry middleware is outermost)
+            span.set_attribute(ATTR_CHANNEL, tracked.channel)
+            span.set_attribute(ATTR_ATTEMPT, MessageView(msg).attempt)
+            if job_id:
+                span.set_attribute(ATTR_JOB_ID, str(job_id))
         key = self._cache_key(tracked, msg)
         if job_id:
             return await self._job(call_next, msg, tracked, str(job_id), key)
@@ -295,9 +314,12 @@ class _JobMiddleware(BaseMiddleware):
         """A message without a job (a request, a plain publish) on a cached channel."""
         assert tracked.cache is not None
         store = await self.tracker.store()
-        if not msg.headers.get(HEADER_CACHE_BYPASS):
+        bypass = bool(msg.headers.get(HEADER_CACHE_BYPASS))
+        span = trace.get_current_span()
+        if not bypass:
             found = await store.cache_lookup(key, now=time.time())
             if found is not None:
+                span.set_attribute(ATTR_CACHE, "hit")
                 cache_logger.info(
                     "cache hit on %s (key %s): replied without running the handler",
                     tracked.channel,
@@ -305,6 +327,7 @@ class _JobMiddleware(BaseMiddleware):
                     extra={"correlation_id": msg.correlation_id},
                 )
                 return decode_result(found.result)
+        span.set_attribute(ATTR_CACHE, "bypass" if bypass else "miss")
         result = await call_next(msg)
         fill = CacheFill(key, tracked.channel, tracked.cache.ttl, tracked.cache.max_entries)
         try:
@@ -342,8 +365,13 @@ class _JobMiddleware(BaseMiddleware):
             now=started,
             cache=check,
         )
+        span = trace.get_current_span()
         if record.done:
+            if record.cached:
+                span.set_attribute(ATTR_CACHE, "hit")
             return self._already_done(record.status, record.result, job_id, record.cached)
+        if check is not None:
+            span.set_attribute(ATTR_CACHE, "miss" if check.read else "bypass")
         fill = None
         keeper = None
         if cache is not None and check is not None:
@@ -379,14 +407,26 @@ class _JobMiddleware(BaseMiddleware):
             (finished - started) * 1000,
             extra={"job_id": job_id, "correlation_id": msg.correlation_id},
         )
-        # On the SQLite transport's own file the record joins the transaction of the
-        # ack that follows (never a later one): atomic with the settlement, one commit.
-        queued = store.queue_finish_attempt(job_id, completion)
-        if queued is not None:
-            queued.add_done_callback(partial(_check_recorded, job_id, attempt))
-        elif not await store.finish_attempt(job_id, completion):
-            _late_duplicate(job_id, attempt)
+        with self._complete_span(tracked.channel, job_id, attempt):
+            # On the SQLite transport's own file the record joins the transaction of
+            # the ack that follows (never a later one): atomic with the settlement.
+            queued = store.queue_finish_attempt(job_id, completion)
+            if queued is not None:
+                queued.add_done_callback(partial(_check_recorded, job_id, attempt))
+            elif not await store.finish_attempt(job_id, completion):
+                _late_duplicate(job_id, attempt)
         return result
+
+    def _complete_span(self, channel: str, job_id: str, attempt: int) -> Any:
+        """``"{channel} complete"``: the job's result recorded (its end in the trace)."""
+        tracer = self.tracker.tracer
+        if tracer is None:
+            return contextlib.nullcontext()
+        return tracer.start_as_current_span(
+            f"{channel} complete",
+            kind=trace.SpanKind.INTERNAL,
+            attributes={ATTR_CHANNEL: channel, ATTR_JOB_ID: job_id, ATTR_ATTEMPT: attempt},
+        )
 
     def _already_done(
         self, status: JobStatus, result: bytes | None, job_id: str, cached: bool
@@ -450,6 +490,16 @@ class _JobMiddleware(BaseMiddleware):
         fill: CacheFill | None,
     ) -> None:
         status = JobStatus.DEAD if dead else JobStatus.RETRYING
+        span = trace.get_current_span()
+        if dead and span.is_recording():
+            span.add_event(
+                EVENT_DEAD_LETTER,
+                {
+                    "reason": f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT_LIMIT],
+                    ATTR_JOB_ID: job_id,
+                    ATTR_ATTEMPT: attempt,
+                },
+            )
         try:
             await store.finish_attempt(
                 job_id,

@@ -1,0 +1,32 @@
+"""``msgcore.telemetry``: one OpenTelemetry trace per job, on every transport.
+
+``setup()`` configures the providers; from then on every broker built by
+``create_broker``/``create_app`` and every ``Client`` carry FastStream's
+``TelemetryMiddleware`` with span names msgcore makes the same on SQLite, Redis and
+RabbitMQ (``"{channel} publish"``, ``"{channel} process"``), and msgcore adds its own
+spans (``"{channel} submit"``, ``"{channel} complete"``) and attributes
+(``msgcore.channel``, ``msgcore.job_id``, ``msgcore.attempt``, ``msgcore.cache``, a
+``msgcore.dead_letter`` event). See docs/observability.md.
+"""
+
+from msgcore.telemetry.naming import (
+    ATTR_ATTEMPT,
+    ATTR_CACHE,
+    ATTR_CHANNEL,
+    ATTR_JOB_ID,
+    EVENT_DEAD_LETTER,
+)
+from msgcore.telemetry.setup import JsonLinesSpanExporter, Telemetry, active, reset, setup
+
+__all__ = [
+    "ATTR_ATTEMPT",
+    "ATTR_CACHE",
+    "ATTR_CHANNEL",
+    "ATTR_JOB_ID",
+    "EVENT_DEAD_LETTER",
+    "JsonLinesSpanExporter",
+    "Telemetry",
+    "active",
+    "reset",
+    "setup",
+]
