@@ -106,8 +106,11 @@ class Client:
                 telemetry = active(self.settings)
                 if telemetry is not None:
                     instrument(broker, telemetry, channel_names(self.settings))
-                    self._tracer = telemetry.tracer_provider.get_tracer("msgcore")
                 await broker.connect()
+            else:  # traced already if create_broker instrumented it
+                telemetry = getattr(broker, "msgcore_telemetry", None)
+            if telemetry is not None:
+                self._tracer = telemetry.tracer_provider.get_tracer("msgcore")
             # a broker the client connected itself may share its connection with the
             # store; a given one may be a test double that runs handlers inline
             store = store_for(self.settings, broker=broker if owned else None)

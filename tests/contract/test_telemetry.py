@@ -1,0 +1,175 @@
+"""Traces on every transport (in memory and real): one trace per job, the same span names
+and msgcore attributes everywhere, only ``messaging.system`` differs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+
+from msgcore import JobFailed, RetryPolicy, Router, telemetry
+from msgcore.telemetry import Telemetry
+
+from .harness import Transport, running, wait_until
+
+SYSTEM = {"sqlite": "sqlite", "redis": "redis", "rabbit": "rabbitmq"}
+
+
+@pytest.fixture
+def traces() -> Iterator[Telemetry]:
+    tel = telemetry.setup("contract", "memory", set_global=False)
+    try:
+        yield tel
+    finally:
+        telemetry.reset()
+
+
+def shape(spans: list[ReadableSpan], unique: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """Spans as (name without the test's prefix, kind, msgcore attributes), sorted."""
+    out = []
+    for span in spans:
+        attrs = {
+            k: v.replace(f"{unique}.", "") if isinstance(v, str) else v
+            for k, v in (span.attributes or {}).items()
+            if k.startswith("msgcore.") and k != "msgcore.job_id"
+        }
+        out.append((span.name.replace(f"{unique}.", ""), span.kind.name, attrs))
+    return sorted(out, key=repr)
+
+
+async def test_one_trace_from_submit_to_completion(
+    transport: Transport, traces: Telemetry, unique: str, tmp_path: Any
+) -> None:
+    router = Router(prefix=f"{unique}.")
+    onward = router.publisher("thumbs")
+
+    @router.subscriber("render")
+    @onward
+    async def render(doc: str) -> str:
+        return doc.upper()
+
+    @router.subscriber("thumbs")
+    async def thumbs(doc: str) -> None:
+        return None
+
+    store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    async with running(transport, router, store_url) as client:
+        traces.clear()
+        job = await client.submit(f"{unique}.render", "a.md")
+        assert await job.result(timeout=10) == "A.MD"
+        names = {f"{unique}.render submit", f"{unique}.render process"}
+        names |= {f"{unique}.thumbs publish", f"{unique}.thumbs process"}
+        await wait_until(lambda: names <= {s.name for s in traces.spans()}, what=f"spans {names}")
+        spans = traces.spans()
+
+    trace_ids = {s.context.trace_id for s in spans if s.context is not None}
+    assert len(trace_ids) == 1, [(s.name, s.context) for s in spans]
+    by_name = {s.name: s for s in spans}
+    submit = by_name[f"{unique}.render submit"]
+    assert submit.parent is None  # the job's trace starts at the client
+    process = by_name[f"{unique}.render process"]
+    assert process.attributes is not None
+    assert process.attributes["messaging.system"] == SYSTEM[transport.name]
+    assert process.attributes["msgcore.job_id"] == job.id
+    assert process.attributes["msgcore.channel"] == f"{unique}.render"
+    assert process.attributes["msgcore.attempt"] == 1
+    complete = by_name[f"{unique}.render complete"]
+    assert complete.parent is not None and complete.parent.span_id == process.context.span_id
+
+    # the same span names and msgcore attributes on every transport
+    assert shape(spans, unique) == [
+        (
+            "render complete",
+            "INTERNAL",
+            {"msgcore.attempt": 1, "msgcore.channel": "render"},
+        ),
+        ("render create", "PRODUCER", {"msgcore.channel": "render"}),
+        (
+            "render process",
+            "CONSUMER",
+            {"msgcore.attempt": 1, "msgcore.channel": "render"},
+        ),
+        ("render publish", "PRODUCER", {"msgcore.channel": "render"}),
+        ("render submit", "PRODUCER", {"msgcore.channel": "render"}),
+        (
+            "thumbs process",
+            "CONSUMER",
+            {"msgcore.attempt": 1, "msgcore.channel": "thumbs"},
+        ),
+        ("thumbs publish", "PRODUCER", {"msgcore.channel": "thumbs"}),
+    ]
+
+
+async def test_cache_hits_and_misses_are_on_the_spans(
+    transport: Transport, traces: Telemetry, unique: str, tmp_path: Any
+) -> None:
+    router = Router(prefix=f"{unique}.")
+
+    @router.subscriber("render", cache=True)
+    async def render(doc: str) -> str:
+        return doc[::-1]
+
+    store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    async with running(transport, router, store_url) as client:
+        first = await client.submit(f"{unique}.render", "abc")
+        assert await first.result(timeout=10) == "cba"
+        await wait_until(
+            lambda: any(s.name.endswith("render process") for s in traces.spans()),
+            what="the process span",
+        )
+        traces.clear()
+        again = await client.submit(f"{unique}.render", "abc")
+        assert again.cached
+        spans = traces.spans()
+    [submit] = [s for s in spans if s.name == f"{unique}.render submit"]
+    assert submit.attributes is not None and submit.attributes["msgcore.cache"] == "hit"
+    assert not [s for s in spans if s.name.endswith("publish")]  # nothing was sent
+
+
+@pytest.mark.real_only
+async def test_dead_letter_is_an_event_and_retries_share_the_trace(
+    transport: Transport, traces: Telemetry, unique: str, tmp_path: Any
+) -> None:
+    router = Router(prefix=f"{unique}.")
+
+    @router.subscriber("fragile", retry=RetryPolicy(max_attempts=2, backoff=0.05, jitter=0))
+    async def fragile(n: int) -> int:
+        raise ValueError(f"cannot handle {n}")
+
+    store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    async with running(transport, router, store_url) as client:
+        job = await client.submit(f"{unique}.fragile", 7)
+        with pytest.raises(JobFailed):
+            await job.result(timeout=20)
+        await wait_until(
+            lambda: len([s for s in traces.spans() if s.name.endswith("fragile process")]) >= 2,
+            what="two attempts' process spans",
+        )
+        spans = traces.spans()
+    attempts = sorted(
+        (s for s in spans if s.name == f"{unique}.fragile process"),
+        key=lambda s: (s.attributes or {}).get("msgcore.attempt", 0),
+    )
+    assert [(s.attributes or {}).get("msgcore.attempt") for s in attempts] == [1, 2]
+    assert len({s.context.trace_id for s in spans if s.context is not None}) == 1
+    [event] = [e for e in attempts[-1].events if e.name == "msgcore.dead_letter"]
+    assert event.attributes is not None
+    assert event.attributes["reason"] == "ValueError: cannot handle 7"
+    assert not [e for e in attempts[0].events if e.name == "msgcore.dead_letter"]
+
+
+async def test_opting_out_leaves_brokers_untraced(
+    transport: Transport, traces: Telemetry, unique: str
+) -> None:
+    router = Router(prefix=f"{unique}.")
+
+    @router.subscriber("quiet")
+    async def quiet(n: int) -> int:
+        return n
+
+    broker = transport.broker(router, telemetry={"enabled": False})
+    assert not hasattr(broker, "msgcore_telemetry")
+    assert telemetry.active(transport.settings(telemetry={"enabled": False})) is None
+    assert telemetry.active(transport.settings()) is traces
