@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 
 from msgcore import JobFailed, RetryPolicy, Router, telemetry
@@ -37,6 +38,23 @@ def shape(spans: list[ReadableSpan], unique: str) -> list[tuple[str, str, dict[s
         }
         out.append((span.name.replace(f"{unique}.", ""), span.kind.name, attrs))
     return sorted(out, key=repr)
+
+
+def metric_points(traces: Telemetry) -> dict[tuple[str, str | None], Any]:
+    """(metric name, msgcore.channel attribute) -> value of sums (count of histograms)."""
+    assert isinstance(traces.metric_reader, InMemoryMetricReader)
+    data = traces.metric_reader.get_metrics_data()
+    points: dict[tuple[str, str | None], Any] = {}
+    for resource in data.resource_metrics if data else []:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    channel = point.attributes.get("msgcore.channel") if point.attributes else None
+                    value = getattr(point, "value", None)
+                    if value is None:
+                        value = getattr(point, "count", None)
+                    points[(metric.name, None if channel is None else str(channel))] = value
+    return points
 
 
 async def test_one_trace_from_submit_to_completion(
@@ -126,6 +144,10 @@ async def test_cache_hits_and_misses_are_on_the_spans(
     [submit] = [s for s in spans if s.name == f"{unique}.render submit"]
     assert submit.attributes is not None and submit.attributes["msgcore.cache"] == "hit"
     assert not [s for s in spans if s.name.endswith("publish")]  # nothing was sent
+    # metrics: the worker's miss, and FastStream's messaging metrics of the same broker
+    found = metric_points(traces)
+    assert found[("msgcore.cache.misses", f"{unique}.render")] == 1
+    assert any(name.startswith("messaging.process") for name, _ in found)
 
 
 @pytest.mark.real_only

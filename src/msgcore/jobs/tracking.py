@@ -66,6 +66,28 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+class _Metrics:
+    """msgcore's counters beside FastStream's messaging metrics."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        meter = telemetry.meter_provider.get_meter("msgcore")
+        self.cache_hits = meter.create_counter(
+            "msgcore.cache.hits", unit="{message}", description="Results given from the cache"
+        )
+        self.cache_misses = meter.create_counter(
+            "msgcore.cache.misses", unit="{message}", description="Handler runs that filled it"
+        )
+        self.dead_letters = meter.create_counter(
+            "msgcore.dead_letters", unit="{message}", description="Jobs dead-lettered"
+        )
+
+    def cache(self, channel: str, outcome: str) -> None:
+        if outcome == "hit":
+            self.cache_hits.add(1, {ATTR_CHANNEL: channel})
+        elif outcome == "miss":
+            self.cache_misses.add(1, {ATTR_CHANNEL: channel})
+
+
 @dataclass(frozen=True)
 class _Tracked:
     decl: SubscriberDeclaration
@@ -81,6 +103,7 @@ class JobTracker:
         self.settings = settings
         self.telemetry = telemetry
         self.tracer = None if telemetry is None else telemetry.tracer_provider.get_tracer("msgcore")
+        self.metrics = None if telemetry is None else _Metrics(telemetry)
         self.retention = settings.jobs.result_ttl
         self._store: Store | None = None
         self._opening: asyncio.Lock | None = None
@@ -320,6 +343,7 @@ class _JobMiddleware(BaseMiddleware):
             found = await store.cache_lookup(key, now=time.time())
             if found is not None:
                 span.set_attribute(ATTR_CACHE, "hit")
+                self._count_cache(tracked.channel, "hit")
                 cache_logger.info(
                     "cache hit on %s (key %s): replied without running the handler",
                     tracked.channel,
@@ -328,6 +352,7 @@ class _JobMiddleware(BaseMiddleware):
                 )
                 return decode_result(found.result)
         span.set_attribute(ATTR_CACHE, "bypass" if bypass else "miss")
+        self._count_cache(tracked.channel, "bypass" if bypass else "miss")
         result = await call_next(msg)
         fill = CacheFill(key, tracked.channel, tracked.cache.ttl, tracked.cache.max_entries)
         try:
@@ -369,9 +394,11 @@ class _JobMiddleware(BaseMiddleware):
         if record.done:
             if record.cached:
                 span.set_attribute(ATTR_CACHE, "hit")
+                self._count_cache(tracked.channel, "hit")
             return self._already_done(record.status, record.result, job_id, record.cached)
         if check is not None:
             span.set_attribute(ATTR_CACHE, "miss" if check.read else "bypass")
+            self._count_cache(tracked.channel, "miss" if check.read else "bypass")
         fill = None
         keeper = None
         if cache is not None and check is not None:
@@ -416,6 +443,10 @@ class _JobMiddleware(BaseMiddleware):
             elif not await store.finish_attempt(job_id, completion):
                 _late_duplicate(job_id, attempt)
         return result
+
+    def _count_cache(self, channel: str, outcome: str) -> None:
+        if self.tracker.metrics is not None:
+            self.tracker.metrics.cache(channel, outcome)
 
     def _complete_span(self, channel: str, job_id: str, attempt: int) -> Any:
         """``"{channel} complete"``: the job's result recorded (its end in the trace)."""
@@ -491,6 +522,8 @@ class _JobMiddleware(BaseMiddleware):
     ) -> None:
         status = JobStatus.DEAD if dead else JobStatus.RETRYING
         span = trace.get_current_span()
+        if dead and self.tracker.metrics is not None:
+            self.tracker.metrics.dead_letters.add(1)
         if dead and span.is_recording():
             span.add_event(
                 EVENT_DEAD_LETTER,
