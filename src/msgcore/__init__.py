@@ -2,6 +2,7 @@
 
 import logging
 
+from msgcore import telemetry
 from msgcore.app import create_app, create_broker
 from msgcore.cache import CachePolicy, CacheStats
 from msgcore.exceptions import (
@@ -36,6 +37,7 @@ from msgcore.settings import (
     RedisSettings,
     Settings,
     SqliteSettings,
+    TelemetrySettings,
 )
 from msgcore.store import JobRecord, JobStatus, Store, open_store, store_for
 from msgcore.urls import redact_url
@@ -88,6 +90,7 @@ __all__ = [
     "Store",
     "SyncClient",
     "SyncJob",
+    "TelemetrySettings",
     "WaitResult",
     "__version__",
     "create_app",
@@ -95,4 +98,5 @@ __all__ = [
     "open_store",
     "redact_url",
     "store_for",
+    "telemetry",
 ]

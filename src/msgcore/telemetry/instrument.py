@@ -36,7 +36,7 @@ def instrument(broker: Any, telemetry: Telemetry, names: ChannelNames) -> None:
         settings_provider_factory=lambda _msg: provider,
         tracer_provider=telemetry.tracer_provider,
         meter_provider=telemetry.meter_provider,
-        include_messages_counters=True,
+        include_messages_counters=False,
     )
     broker.insert_middleware(middleware)
     broker.msgcore_telemetry = telemetry
