@@ -95,6 +95,10 @@ async def test_one_trace_from_submit_to_completion(
     assert process.attributes["msgcore.attempt"] == 1
     complete = by_name[f"{unique}.render complete"]
     assert complete.parent is not None and complete.parent.span_id == process.context.span_id
+    # submit -> publish -> process: the worker's span hangs off the client's publish
+    publish = by_name[f"{unique}.render publish"]
+    assert publish.parent is not None and publish.parent.span_id == submit.context.span_id
+    assert process.parent is not None and process.parent.span_id == publish.context.span_id
 
     # the same span names and msgcore attributes on every transport
     assert shape(spans, unique) == [
@@ -103,7 +107,6 @@ async def test_one_trace_from_submit_to_completion(
             "INTERNAL",
             {"msgcore.attempt": 1, "msgcore.channel": "render"},
         ),
-        ("render create", "PRODUCER", {"msgcore.channel": "render"}),
         (
             "render process",
             "CONSUMER",
@@ -195,3 +198,28 @@ async def test_opting_out_leaves_brokers_untraced(
     assert not hasattr(broker, "msgcore_telemetry")
     assert telemetry.active(transport.settings(telemetry={"enabled": False})) is None
     assert telemetry.active(transport.settings()) is traces
+
+
+@pytest.mark.real_only  # in memory the reply is handed back, not published
+async def test_a_request_and_its_reply_share_the_trace(
+    transport: Transport, traces: Telemetry, unique: str, tmp_path: Any
+) -> None:
+    router = Router(prefix=f"{unique}.")
+
+    @router.subscriber("price")
+    async def price(n: int) -> int:
+        return n * 100
+
+    store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    async with running(transport, router, store_url) as client:
+        traces.clear()
+        assert await client.request(f"{unique}.price", 3, timeout=10) == 300
+        await wait_until(
+            lambda: "(reply) publish" in {s.name for s in traces.spans()}, what="the reply span"
+        )
+        spans = traces.spans()
+    by_name = {s.name: s for s in spans}
+    process = by_name[f"{unique}.price process"]
+    reply = by_name["(reply) publish"]
+    assert reply.context.trace_id == process.context.trace_id
+    assert reply.parent is not None and reply.parent.span_id == process.context.span_id

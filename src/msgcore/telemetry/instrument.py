@@ -1,12 +1,12 @@
-"""Putting FastStream's ``TelemetryMiddleware`` on a broker, with msgcore's names."""
+"""Putting msgcore's tracing middleware on a broker (see ``middleware.py`` for why it is
+not FastStream's ``TelemetryMiddleware``; it speaks the same ``traceparent`` header)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from faststream.opentelemetry.middleware import TelemetryMiddleware
-
-from msgcore.telemetry.naming import ChannelNames, MsgcoreTelemetryProvider
+from msgcore.telemetry.middleware import TracingMiddleware
+from msgcore.telemetry.naming import ChannelNames
 
 if TYPE_CHECKING:
     from msgcore.router import Router
@@ -31,12 +31,5 @@ def channel_names(settings: Settings, routers: tuple[Router, ...] = ()) -> Chann
 def instrument(broker: Any, telemetry: Telemetry, names: ChannelNames) -> None:
     """Trace every publish and every message ``broker`` handles, as its outermost
     middleware (msgcore's job middleware then runs inside the process span)."""
-    provider = MsgcoreTelemetryProvider(names)
-    middleware = TelemetryMiddleware(
-        settings_provider_factory=lambda _msg: provider,
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        include_messages_counters=False,
-    )
-    broker.insert_middleware(middleware)
+    broker.insert_middleware(TracingMiddleware(telemetry, names))
     broker.msgcore_telemetry = telemetry

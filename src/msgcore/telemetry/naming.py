@@ -55,9 +55,14 @@ class ChannelNames:
             self._known[f"{channel}.{group or DEFAULT_GROUP}"] = channel
 
     def channel(self, destination: str) -> str:
-        if destination.startswith(REPLY_QUEUE_PREFIX):
+        # a reply: a private reply queue, or (test brokers) no destination at all
+        if not destination or destination.startswith(REPLY_QUEUE_PREFIX):
             return REPLY_DESTINATION
-        if self.transport == "redis" and destination.startswith(self.redis_prefix):
+        if self.transport == "redis":
+            if not destination.startswith(self.redis_prefix):
+                # every channel is a stream under the prefix; what is not is a
+                # requester's private reply channel
+                return REPLY_DESTINATION
             destination = destination[len(self.redis_prefix) :]
             if destination.startswith("_retry:") and "@" in destination:
                 # a group's redelivery stream: _retry:{group}@{channel}
@@ -76,7 +81,8 @@ class MsgcoreTelemetryProvider(TelemetrySettingsProvider[Any, Any]):
 
     def _raw_destination(self, raw: Any) -> str:
         if isinstance(raw, dict):  # Redis: the parsed stream entry
-            return str(raw.get("channel") or raw.get("stream") or raw.get("list") or "")
+            name = raw.get("channel") or raw.get("stream") or raw.get("list") or ""
+            return name.decode() if isinstance(name, bytes) else str(name)
         queue = getattr(raw, "queue", None)  # SQLite: StoredMessage
         if isinstance(queue, str):
             return queue

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import (
     InMemoryMetricReader,
     MetricReader,
@@ -174,7 +174,13 @@ def setup(
             reader = PeriodicExportingMetricReader(OTLPMetricExporter())
         else:
             reader = InMemoryMetricReader()
-        meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+        # Exemplars (a sampled span's context attached to each measurement) cost more
+        # than the measurement itself on every message; traces already link the two.
+        meter_provider = MeterProvider(
+            resource=resource,
+            metric_readers=[reader],
+            exemplar_filter=AlwaysOffExemplarFilter(),
+        )
     else:
         meter_provider = metrics.NoOpMeterProvider()
 
