@@ -1,4 +1,11 @@
-"""``msgcore demo``: two worker processes and a publisher on one SQLite file."""
+"""``msgcore demo``: worker processes on one SQLite file, a batch of real jobs, the cache.
+
+What it does, in order: starts ``faststream run msgcore.demo.app:app`` workers on a
+fresh SQLite file (no server), submits a batch of prime-counting jobs with
+``Client.submit_many`` and waits for them with a progress bar, checks the total against
+a sieve computed here, then submits the same batch again: every job is answered from
+the result cache without being published or run, and the timing shows it.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +18,17 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
-from msgcore.demo.app import JOBS_QUEUE, RESULTS_QUEUE, PrimeJob, PrimeResult
-from msgcore.sqlite import SqliteBroker
+from msgcore.cli.common import console
+from msgcore.demo.app import CHANNEL, PrimeJob, PrimeResult
+from msgcore.jobs.client import Client
+from msgcore.settings import Settings
 
-console = Console()
+_READY_SECONDS = 30.0
 
 
 def _primes_below(n: int) -> int:
@@ -36,13 +43,14 @@ def _primes_below(n: int) -> int:
     return sum(sieve)
 
 
-def _start_worker(url: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "MSGCORE_DEMO_URL": url}
+def _start_worker(url: str, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "MSGCORE_URL": url, "MSGCORE_LOG_MESSAGES": "false"}
+    env.pop("MSGCORE_STORE_URL", None)  # the demo's state lives in its own file
     return subprocess.Popen(
         [sys.executable, "-m", "faststream", "run", "msgcore.demo.app:app"],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,  # a file, not a pipe: a pipe nobody reads fills up
     )
 
 
@@ -60,42 +68,44 @@ def _stop(worker: subprocess.Popen[bytes]) -> int:
     return worker.returncode if worker.returncode is not None else -1
 
 
-async def _run(
-    url: str, jobs: int, span: int, wait_seconds: float
-) -> tuple[list[PrimeResult], float]:
-    broker = SqliteBroker(url, logger=None)
-    results: dict[int, PrimeResult] = {}
-    finished = asyncio.Event()
+async def _workers_ready(client: Client, procs: list[subprocess.Popen[bytes]]) -> None:
+    """Workers register the channel's cache policy when they start consuming."""
+    deadline = time.monotonic() + _READY_SECONDS
+    while await client.store.cache_policy(CHANNEL) is None:
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError("a worker process exited during startup")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the workers did not start within {_READY_SECONDS:g}s")
+        await asyncio.sleep(0.1)
 
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task("jobs done", total=jobs)
 
-        @broker.subscriber(RESULTS_QUEUE)
-        async def collect(result: PrimeResult) -> None:
-            if result.job not in results:
-                results[result.job] = result
-                progress.update(task, completed=len(results))
-            if len(results) == jobs:
-                finished.set()
+class _Rounds:
+    def __init__(self) -> None:
+        self.results: list[PrimeResult] = []
+        self.first = self.second = 0.0
+        self.cached = 0
 
-        async with broker:
-            await broker.start()
-            started = time.perf_counter()
-            batch = [
-                PrimeJob(job=i, start=i * span, stop=(i + 1) * span).model_dump()
-                for i in range(jobs)
-            ]
-            for i in range(0, jobs, 500):
-                await broker.publish_batch(*batch[i : i + 500], queue=JOBS_QUEUE)
-            await asyncio.wait_for(finished.wait(), wait_seconds)
-            elapsed = time.perf_counter() - started
-    return [results[i] for i in range(jobs)], elapsed
+
+async def _run(url: str, jobs: int, span: int, timeout: float, procs: list[Any]) -> _Rounds:
+    rounds = _Rounds()
+    batch = [PrimeJob(job=i, start=i * span, stop=(i + 1) * span) for i in range(jobs)]
+    async with Client(settings=Settings(url=url, log_messages=False)) as client:
+        await _workers_ready(client, procs)
+        console.print(f"Submitting {jobs:,} jobs to [cyan]{CHANNEL}[/] ...")
+        started = time.perf_counter()
+        submitted = await client.submit_many(CHANNEL, batch)
+        done = await client.wait(submitted, timeout=timeout, progress=True, raise_on_timeout=True)
+        rounds.first = time.perf_counter() - started
+        rounds.results = [PrimeResult.model_validate(j.outcome()) for j in submitted]
+        assert len(done.completed) == jobs
+
+        console.print("Submitting the same jobs again (the result cache answers) ...")
+        started = time.perf_counter()
+        again = await client.submit_many(CHANNEL, batch)
+        await client.wait(again, timeout=timeout, raise_on_timeout=True)
+        rounds.second = time.perf_counter() - started
+        rounds.cached = sum(j.cached for j in again)
+    return rounds
 
 
 def demo(
@@ -107,43 +117,48 @@ def demo(
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for all results.")] = 120.0,
 ) -> None:
-    """Start workers on a SQLite file, submit a batch of real work, show the results."""
-    tmp = None
+    """Start workers on a SQLite file, submit a batch of real work, show the results and
+    the cache answering the same batch again."""
+    tmp = tempfile.TemporaryDirectory(prefix="msgcore-demo-")
     if db is None:
-        tmp = tempfile.TemporaryDirectory(prefix="msgcore-demo-")
         db = Path(tmp.name) / "msgcore.db"
     url = f"sqlite:///{db.resolve()}"
     console.print(f"[bold]msgcore demo[/]: {workers} worker processes on [cyan]{db}[/]")
 
-    procs = [_start_worker(url) for _ in range(workers)]
-    try:
-        results, elapsed = asyncio.run(_run(url, jobs, span, timeout))
-    except TimeoutError:
-        console.print(f"[red]Not all results arrived within {timeout:g}s.[/]")
-        raise typer.Exit(1) from None
-    finally:
-        codes = [_stop(p) for p in procs]
+    with open(Path(tmp.name) / "workers.log", "wb") as log:
+        procs = [_start_worker(url, log) for _ in range(workers)]
+        try:
+            rounds = asyncio.run(_run(url, jobs, span, timeout, procs))
+        except (TimeoutError, RuntimeError) as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from None
+        finally:
+            codes = [_stop(p) for p in procs]
 
-    per_worker = Counter(r.worker for r in results)
-    total = sum(r.primes for r in results)
+    per_worker = Counter(r.worker for r in rounds.results)
+    total = sum(r.primes for r in rounds.results)
     expected = _primes_below(jobs * span)
+    first, second = rounds.first, rounds.second
 
     table = Table(title="What happened")
     table.add_column("")
     table.add_column("value", justify="right")
-    table.add_row("jobs submitted (publish_batch)", f"{jobs:,}")
-    table.add_row("results received", f"{len(results):,}")
+    table.add_row("jobs submitted (Client.submit_many)", f"{jobs:,}")
+    table.add_row("jobs completed", f"{len(rounds.results):,}")
     for pid, n in sorted(per_worker.items()):
-        table.add_row(f"  handled by worker pid {pid}", f"{n:,}")
+        table.add_row(f"  computed by worker pid {pid}", f"{n:,}")
     table.add_row(f"primes below {jobs * span:,} (from the workers)", f"{total:,}")
     table.add_row("same, computed here to check", f"{expected:,}")
-    table.add_row("wall time", f"{elapsed:.2f} s")
-    table.add_row("throughput", f"{len(results) / elapsed:,.0f} jobs/s")
+    table.add_row("first run: submit + wait", f"{first:.2f} s ({jobs / first:,.0f} jobs/s)")
+    table.add_row("second run: answered from the cache", f"{rounds.cached:,} of {jobs:,}")
+    table.add_row("second run: submit + wait", f"{second:.3f} s ({first / second:,.0f}x faster)")
     table.add_row("worker exit codes (SIGTERM, graceful)", ", ".join(map(str, codes)))
     console.print(table)
-    if total != expected or len(results) != jobs:
+    tmp.cleanup()
+    if total != expected or len(rounds.results) != jobs or rounds.cached != jobs:
         console.print("[red]Results do not match.[/]")
         raise typer.Exit(1)
-    console.print("[green]All results arrived exactly once and match.[/]")
-    if tmp is not None:
-        tmp.cleanup()
+    console.print(
+        "[green]Every job ran once, the results match, and the second run was answered "
+        "from the cache without running anything.[/]"
+    )

@@ -1,7 +1,8 @@
-"""A small real workload: count primes in ranges, on the embedded SQLite transport.
+"""The demo's workload: count primes in ranges, declared once on a ``msgcore.Router``.
 
-Run a worker with ``faststream run msgcore.demo.app:app``; the database file comes from
-``MSGCORE_DEMO_URL`` (default ``sqlite:///./msgcore-demo.db``).
+Deterministic, CPU-bound work whose results are cached: the same range submitted again
+is answered from the store without running. Run workers with
+``MSGCORE_URL=sqlite:///./msgcore-demo.db faststream run msgcore.demo.app:app``.
 """
 
 from __future__ import annotations
@@ -9,13 +10,12 @@ from __future__ import annotations
 import math
 import os
 
-from faststream import FastStream
 from pydantic import BaseModel
 
-from msgcore.sqlite import SqliteBroker
+from msgcore import CachePolicy, Router, create_app
 
-JOBS_QUEUE = "demo.primes"
-RESULTS_QUEUE = "demo.results"
+CHANNEL = "demo.primes"
+GROUP = "workers"
 
 
 class PrimeJob(BaseModel):
@@ -28,6 +28,7 @@ class PrimeResult(BaseModel):
     job: int
     primes: int
     worker: int
+    """The worker process that computed it (a cached answer keeps the original's)."""
 
 
 def count_primes(start: int, stop: int) -> int:
@@ -43,16 +44,12 @@ def count_primes(start: int, stop: int) -> int:
     return found
 
 
-broker = SqliteBroker(
-    os.environ.get("MSGCORE_DEMO_URL", "sqlite:///./msgcore-demo.db"),
-    logger=None,
-)
+router = Router()
 
 
-@broker.subscriber(JOBS_QUEUE, group="workers")
-@broker.publisher(RESULTS_QUEUE)
+@router.subscriber(CHANNEL, group=GROUP, cache=CachePolicy(version="1"))
 async def handle(job: PrimeJob) -> PrimeResult:
     return PrimeResult(job=job.job, primes=count_primes(job.start, job.stop), worker=os.getpid())
 
 
-app = FastStream(broker)
+app = create_app(router)
