@@ -46,6 +46,13 @@ REDIS_KV_KEY: Final = "_kv:"
 # The completion feed keeps about this many entries (XADD MAXLEN ~).
 REDIS_FEED_MAXLEN: Final = 100_000
 
+# Subscriber registry: the (channel, group) pairs workers declared, with when each was
+# last seen, for tools that cannot list a transport's queues (RabbitMQ over AMQP).
+SUBSCRIBERS_TABLE: Final = "msgcore_subscribers"
+# A hash (field: JSON [channel, group], value: last seen). Under ``_jobs`` so that no
+# channel's stream can have its name: channels starting with ``_jobs`` are refused.
+REDIS_SUBSCRIBERS_KEY: Final = "_jobs:subscribers"
+
 # Result cache (msgcore.cache). SQLite tables beside the job tables:
 CACHE_TABLE: Final = "msgcore_cache"
 """key -> the cached result (until its TTL)."""

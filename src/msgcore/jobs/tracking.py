@@ -27,7 +27,7 @@ from opentelemetry import trace
 
 from msgcore.cache.keys import body_value, cache_key
 from msgcore.cache.policy import ChannelCache
-from msgcore.constants import HEADER_CACHE_BYPASS, HEADER_JOB_ID
+from msgcore.constants import DEFAULT_GROUP, HEADER_CACHE_BYPASS, HEADER_JOB_ID
 from msgcore.exceptions import CacheKeyError
 from msgcore.failures import INVALID_PAYLOAD
 from msgcore.jobs.codec import decode_result, encode_result
@@ -174,7 +174,12 @@ class JobTracker:
         return self._store
 
     async def _register(self, store: Store) -> None:
-        """Publish the cached channels' policies: clients key their submits with them."""
+        """Publish the cached channels' policies: clients key their submits with them.
+        Record every tracked subscriber, for tools that cannot list queues (msgcore.ops)."""
+        declared = self._declarations.values()
+        await store.register_subscribers(
+            sorted({(t.channel, t.decl.group or DEFAULT_GROUP) for t in declared})
+        )
         registered: set[str] = set()
         for tracked in self._declarations.values():
             if tracked.cache is not None and tracked.channel not in registered:

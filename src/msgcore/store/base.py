@@ -295,6 +295,22 @@ class Store(ABC):
         The registered policy and in-flight claims stay: a claim belongs to a job that
         is still queued or running, and dropping it would let a duplicate run."""
 
+    # -- subscriber registry -------------------------------------------------------------
+    # Not abstract: a store that keeps no registry simply knows of no subscribers.
+
+    async def register_subscribers(self, entries: Sequence[tuple[str, str]]) -> None:
+        """Record that a worker declares these ``(channel, group)`` subscribers, now.
+
+        Idempotent: a pair registered again only has its last-seen time updated. Workers
+        call it at start; tools that cannot list a transport's queues (``msgcore.ops`` on
+        RabbitMQ) read the pairs back with ``registered_subscribers``.
+        """
+        return None
+
+    async def registered_subscribers(self) -> list[tuple[str, str]]:
+        """Every ``(channel, group)`` a worker ever registered, sorted."""
+        return []
+
     # -- completion feed -----------------------------------------------------------------
 
     @abstractmethod

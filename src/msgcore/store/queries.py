@@ -23,6 +23,7 @@ from msgcore.constants import HASH_TABLE as HASH
 from msgcore.constants import JOBS_TABLE as JOBS
 from msgcore.constants import KV_TABLE as KV
 from msgcore.constants import META_TABLE as META
+from msgcore.constants import SUBSCRIBERS_TABLE as SUBSCRIBERS
 from msgcore.store.base import TERMINAL, JobStatus
 
 _TERMINAL = ", ".join(f"'{s}'" for s in sorted(TERMINAL))
@@ -113,6 +114,13 @@ CREATE TABLE IF NOT EXISTS {CACHE_CHANNELS} (
     misses  INTEGER NOT NULL DEFAULT 0,
     joined  INTEGER NOT NULL DEFAULT 0,
     entries INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS {SUBSCRIBERS} (
+    channel   TEXT NOT NULL,
+    grp       TEXT NOT NULL,
+    last_seen REAL NOT NULL,
+    PRIMARY KEY (channel, grp)
 ) WITHOUT ROWID
 """
 """Statements separated by ``;``, run in one transaction at open."""
@@ -273,6 +281,14 @@ RESET_COUNTERS: Final = (
 RESET_ALL_COUNTERS: Final = (
     f"UPDATE {CACHE_CHANNELS} SET hits = 0, misses = 0, joined = 0, entries = 0"
 )
+
+# -- subscriber registry ---------------------------------------------------------------
+
+REGISTER_SUBSCRIBER: Final = f"""
+INSERT INTO {SUBSCRIBERS} (channel, grp, last_seen) VALUES (?, ?, ?)
+ON CONFLICT (channel, grp) DO UPDATE SET last_seen = excluded.last_seen
+"""
+REGISTERED_SUBSCRIBERS: Final = f"SELECT channel, grp FROM {SUBSCRIBERS} ORDER BY channel, grp"
 
 # -- completion feed -------------------------------------------------------------------
 

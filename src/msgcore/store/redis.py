@@ -9,6 +9,8 @@ Keys, under the stream prefix (``msgcore:`` by default):
 - ``_jobs:feed``: the completion feed, a stream of ``job_id``/``status`` entries added by
   the same script as the terminal transition.
 - ``_kv:{key}``: application state, strings and hashes with native TTLs.
+- ``_jobs:subscribers``: the subscriber registry, a hash of JSON ``[channel, group]``
+  to the epoch seconds a worker last registered it.
 - ``_cache:e:{key}``: one hash per cached result (``CacheEntry``), its TTL the entry's.
 - ``_cache:f:{key}``: the id of the job computing the key (in-flight claim), TTL the lease.
 - ``_cache:z:{channel}``: the channel's keys scored by ``created_at``, for the size cap,
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -48,6 +51,7 @@ from msgcore.constants import (
     REDIS_JOBS_FEED_KEY,
     REDIS_JOBS_INDEX_KEY,
     REDIS_KV_KEY,
+    REDIS_SUBSCRIBERS_KEY,
 )
 from msgcore.exceptions import InvalidURLError, StorageError
 from msgcore.store import scripts
@@ -199,6 +203,7 @@ class RedisStore(Store):
         self._index = f"{prefix}{REDIS_JOBS_INDEX_KEY}"
         self._feed = f"{prefix}{REDIS_JOBS_FEED_KEY}"
         self._cache_channels = f"{prefix}{REDIS_CACHE_CHANNELS_KEY}"
+        self._subscribers = f"{prefix}{REDIS_SUBSCRIBERS_KEY}"
 
     def __repr__(self) -> str:
         return f"RedisStore({redact_url(self.url)!r}, prefix={self.prefix!r})"
@@ -761,6 +766,32 @@ class RedisStore(Store):
                 client, keys, [f"{self.prefix}{REDIS_CACHE_ENTRY_KEY}"]
             )
         return int(cleared)
+
+    # -- subscriber registry -------------------------------------------------------------
+
+    async def register_subscribers(self, entries: Sequence[tuple[str, str]]) -> None:
+        if not entries:
+            return
+        now = repr(time.time())
+        # JSON keeps the pair apart whatever characters channel and group contain
+        fields = {json.dumps([channel, group]): now for channel, group in entries}
+        client = self._redis()
+        with self._errors():
+            await client.hset(self._subscribers, mapping=fields)  # type: ignore[arg-type]
+
+    async def registered_subscribers(self) -> list[tuple[str, str]]:
+        client = self._redis()
+        with self._errors():
+            fields: Any = await client.hkeys(self._subscribers)
+        pairs: set[tuple[str, str]] = set()
+        for field in fields:
+            try:
+                channel, group = json.loads(field)
+            except (ValueError, TypeError):  # not written by register_subscribers
+                continue
+            if isinstance(channel, str) and isinstance(group, str):
+                pairs.add((channel, group))
+        return sorted(pairs)
 
     # -- completion feed -----------------------------------------------------------------
 

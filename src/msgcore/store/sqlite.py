@@ -464,6 +464,18 @@ class SqliteStore(Store):
     async def cache_clear(self, *, channel: str | None = None) -> int:
         return await self._write(lambda sql: sqlc.clear(sql, channel), heavy=True)
 
+    # -- subscriber registry -------------------------------------------------------------
+
+    async def register_subscribers(self, entries: Sequence[tuple[str, str]]) -> None:
+        if entries:
+            now = time.time()
+            rows = [(channel, group, now) for channel, group in dict.fromkeys(entries)]
+            await self._write(lambda sql: sql.many(q.REGISTER_SUBSCRIBER, rows))
+
+    async def registered_subscribers(self) -> list[tuple[str, str]]:
+        rows = await self._read(lambda sql: sql.rows(q.REGISTERED_SUBSCRIBERS))
+        return [(channel, group) for channel, group in rows]
+
     # -- completion feed -----------------------------------------------------------------
 
     async def feed_position(self) -> str:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HEADER_CHANNEL",
+    "HEADER_DEAD_LETTER_ID",
     "HEADER_DUE",
     "HEADER_ERROR",
     "HEADER_FAILED_AT",
@@ -40,6 +41,8 @@ HEADER_FAILED_AT = "x-msgcore-failed-at"
 """Epoch milliseconds at which the message was dead-lettered."""
 HEADER_CHANNEL = "x-msgcore-channel"
 HEADER_GROUP = "x-msgcore-group"
+HEADER_DEAD_LETTER_ID = "x-msgcore-dead-letter-id"
+"""A random token given to a message when it is dead-lettered: names it in the queue."""
 
 DELIVERY_COUNT = "x-delivery-count"
 """Set by quorum queues: how often the message went back to the queue unsettled."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pamqp.commands import Basic
 
 from msgcore.adapters.rabbit.message import (
     HEADER_CHANNEL,
+    HEADER_DEAD_LETTER_ID,
     HEADER_DUE,
     HEADER_ERROR,
     HEADER_FAILED_AT,
@@ -155,6 +157,8 @@ class Settler:
             HEADER_FAILED_AT: int(time.time() * 1000),
             HEADER_CHANNEL: self.channel,
             HEADER_GROUP: self.group,
+            # a queue gives its messages no ids: this one lets tools pick it out
+            HEADER_DEAD_LETTER_ID: uuid.uuid4().hex,
         }
         if error is not None:
             headers[HEADER_ERROR] = error

@@ -198,3 +198,58 @@ SELECT COUNT(*) FROM {MSGS} WHERE queue = ? AND (? IS NULL OR grp = ?)
 
 DATA_VERSION: Final = "PRAGMA data_version"
 WAL_CHECKPOINT: Final = "PRAGMA wal_checkpoint(PASSIVE)"
+
+# -- operations (msgcore.ops): what an operator sees and does from another process -------
+# A row is *waiting* when claimable (``visible_at <= now``, an expired lease included),
+# *running* while leased, and otherwise not due yet: *retrying* once it was attempted
+# (a nack's backoff), *delayed* before its first attempt.
+
+GROUP_COUNTS: Final = f"""
+SELECT queue, grp,
+       SUM(visible_at <= :now),
+       SUM(visible_at > :now AND lease_token IS NOT NULL),
+       SUM(visible_at > :now AND lease_token IS NULL AND attempts = 0),
+       SUM(visible_at > :now AND lease_token IS NULL AND attempts > 0),
+       MIN(CASE WHEN visible_at <= :now THEN created_at END)
+FROM {MSGS}
+WHERE :queue IS NULL OR queue = :queue
+GROUP BY queue, grp
+"""
+REGISTERED_GROUPS: Final = f"SELECT queue, grp FROM {GROUPS} WHERE ? IS NULL OR queue = ?"
+DEAD_LETTER_COUNTS: Final = f"""
+SELECT queue, grp, COUNT(*) FROM {DLQ} WHERE ? IS NULL OR queue = ? GROUP BY queue, grp
+"""
+
+# ``:ids`` is a JSON array of row ids, or NULL for any.
+_DEAD_LETTER_FILTER = """
+(:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
+AND (:queue IS NULL OR queue = :queue)
+AND (:grp IS NULL OR grp = :grp)
+AND (:failed_before IS NULL OR failed_at < :failed_before)
+"""
+FIND_DEAD_LETTERS: Final = f"""
+SELECT id, queue, grp, body, headers, content_type, correlation_id, message_id, reply_to,
+       priority, attempts, created_at, failed_at, reason, error
+FROM {DLQ}
+WHERE {_DEAD_LETTER_FILTER} AND id > :after AND (:upto IS NULL OR id <= :upto)
+ORDER BY id
+LIMIT :limit
+"""
+LAST_DEAD_LETTER: Final = f"SELECT MAX(id) FROM {DLQ}"
+DELETE_DEAD_LETTERS: Final = f"DELETE FROM {DLQ} WHERE {_DEAD_LETTER_FILTER}"
+
+# Back into the group it died in only (not fanned out again), with a fresh attempt count.
+REPLAY_DEAD_LETTERS: Final = f"""
+INSERT INTO {MSGS} (
+    queue, grp, body, headers, content_type, correlation_id, message_id, reply_to,
+    priority, visible_at, created_at
+)
+SELECT queue, grp, body, headers, content_type, correlation_id, message_id, reply_to,
+       priority, :now, created_at
+FROM {DLQ} WHERE id IN (SELECT value FROM json_each(:ids))
+ORDER BY id
+RETURNING queue
+"""
+DELETE_DEAD_LETTERS_BY_ID: Final = (
+    f"DELETE FROM {DLQ} WHERE id IN (SELECT value FROM json_each(:ids))"
+)
