@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from msgcore.cli import cache
+from msgcore.cli import cache, dlq, doctor, jobs, run, stats
 from msgcore.cli.demo import demo
 
 app = typer.Typer(
@@ -14,7 +14,12 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("demo")(demo)
+jobs.register(app)
+stats.register(app)
+app.add_typer(dlq.app, name="dlq")
 app.add_typer(cache.app, name="cache")
+doctor.register(app)
+run.register(app)
 
 
 @app.callback()

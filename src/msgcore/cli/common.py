@@ -5,25 +5,55 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
-from collections.abc import Coroutine
-from typing import Any, NoReturn, TypeVar
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from msgcore.exceptions import ConfigurationError, MsgcoreError, StorageError
 from msgcore.settings import Settings
 from msgcore.urls import redact_url
 
-__all__ = ["EXIT_ERROR", "EXIT_UNAVAILABLE", "console", "fail", "print_json", "run", "settings"]
+if TYPE_CHECKING:
+    from msgcore.jobs.client import Client
+
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "EXIT_ERROR",
+    "EXIT_FAILED",
+    "EXIT_TIMEOUT",
+    "EXIT_UNAVAILABLE",
+    "connected_client",
+    "console",
+    "fail",
+    "print_json",
+    "quiet_libraries",
+    "read_payload",
+    "run",
+    "settings",
+]
 
 T = TypeVar("T")
 
 EXIT_ERROR = 1
 """Bad input or a failed operation."""
+EXIT_FAILED = 2
+"""A job failed (dead-lettered) or was cancelled."""
 EXIT_UNAVAILABLE = 3
 """The transport or the store did not answer."""
+EXIT_TIMEOUT = 4
+"""Not finished (or no reply) within the timeout; the job itself goes on."""
+
+CONNECT_TIMEOUT = 10.0
+"""Seconds a command waits for the transport and the store to answer at connect: a host
+that drops packets would otherwise hang it for the OS's TCP timeout."""
+
+_TRANSPORT_NAMES = {"sqlite": "SQLite", "redis": "Redis", "rabbit": "RabbitMQ"}
 
 console = Console()
 errors = Console(stderr=True)
@@ -69,3 +99,69 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def quiet_libraries() -> None:
+    """Keep the client libraries' own log lines off stderr.
+
+    aio-pika/aiormq log a failed connect at ERROR before raising; with no logging set
+    up Python prints that through its last-resort handler, so an unreachable server
+    would print a line besides the command's one-line ``error:``.
+    """
+    for name in ("aiormq", "aio_pika", "faststream", "redis"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def read_payload(value: str | None, *, text: bool) -> Any:
+    """A PAYLOAD argument as the handler receives it: JSON, or with ``text`` the string
+    itself; ``-`` reads it from stdin (one trailing newline dropped, as ``echo`` adds
+    it). Not JSON: exit 1."""
+    if value is None:
+        return None
+    if value == "-":
+        value = sys.stdin.read()
+        if text:
+            value = value.removesuffix("\n")
+    if text:
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        fail(
+            f"PAYLOAD is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): "
+            "quote strings as JSON ('\"hello\"') or pass --text to send it as a string."
+        )
+
+
+@asynccontextmanager
+async def connected_client(
+    config: Settings, *, timeout: float = CONNECT_TIMEOUT
+) -> AsyncIterator[Client]:
+    """A connected ``Client`` for ``config``. A transport or store that does not answer
+    ends the command with one line naming the (redacted) URL and exit code 3."""
+    from msgcore.jobs.client import Client
+
+    client = Client(settings=config)
+    name = _TRANSPORT_NAMES[config.transport]
+    try:
+        async with asyncio.timeout(timeout):
+            await client.connect()
+    except TimeoutError:
+        fail(
+            f"Cannot reach the {name} transport at {config.safe_url}: no answer within "
+            f"{timeout:g}s. Check that the server runs there and is not firewalled "
+            "(MSGCORE_URL / --url).",
+            EXIT_UNAVAILABLE,
+        )
+    except OSError as exc:  # aio-pika and redis-py connect errors are ConnectionErrors
+        fail(
+            f"Cannot reach the {name} transport at {config.safe_url} "
+            f"({type(exc).__name__}: {escape(str(exc))}). Check that the server runs there "
+            "and that the URL's host, port, user and password are right (MSGCORE_URL / "
+            "--url).",
+            EXIT_UNAVAILABLE,
+        )
+    try:
+        yield client
+    finally:
+        await client.close()

@@ -117,8 +117,7 @@ def demo(
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for all results.")] = 120.0,
 ) -> None:
-    """Start workers on a SQLite file, submit a batch of real work, show the results and
-    the cache answering the same batch again."""
+    """Workers on a SQLite file, a batch of real jobs, then the cache answering it again."""
     tmp = tempfile.TemporaryDirectory(prefix="msgcore-demo-")
     if db is None:
         db = Path(tmp.name) / "msgcore.db"

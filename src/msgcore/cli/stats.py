@@ -1,0 +1,110 @@
+"""``msgcore stats [--watch]``: per channel and group, what waits, runs, retries, died."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from msgcore.cli.common import console, print_json, quiet_libraries, run, settings
+from msgcore.cli.options import Channel, Json, StoreUrl, Url
+from msgcore.ops import GroupStats, channel_stats
+from msgcore.settings import Settings
+
+__all__ = ["register"]
+
+
+def _n(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _table(
+    found: list[GroupStats], rates: dict[tuple[str, str], float | None], where: str
+) -> Table:
+    table = Table(title=f"msgcore stats · {where}")
+    columns = ("channel", "group", "waiting", "running", "delayed", "retrying", "dead")
+    for col in (*columns, "oldest", "consumers", "rate/s"):
+        table.add_column(col, justify="left" if col in ("channel", "group") else "right")
+    for s in found:
+        rate = rates.get((s.channel, s.group))
+        table.add_row(
+            s.channel,
+            s.group,
+            _n(s.waiting),
+            _n(s.running),
+            _n(s.delayed),
+            _n(s.retrying),
+            f"[red]{s.dead:,}[/]" if s.dead else "0",
+            _age(s.oldest_age),
+            _n(s.consumers),
+            "-" if rate is None else f"{rate:,.1f}",
+        )
+    if not found:
+        table.caption = "no channels yet (RabbitMQ: workers register theirs when they start)"
+    else:
+        table.caption = "-: this transport cannot tell; rate: deliveries per second (--watch)"
+    return table
+
+
+async def _watch(config: Settings, channel: str | None, interval: float) -> None:
+    previous: dict[tuple[str, str], tuple[float, int]] = {}
+    with Live(console=console, auto_refresh=False) as live:
+        while True:
+            found = await channel_stats(config, channel=channel)
+            now = time.monotonic()
+            rates: dict[tuple[str, str], float | None] = {}
+            for s in found:
+                key = (s.channel, s.group)
+                if s.delivered is not None and key in previous:
+                    then, count = previous[key]
+                    rates[key] = max(s.delivered - count, 0) / max(now - then, 1e-6)
+                if s.delivered is not None:
+                    previous[key] = (now, s.delivered)
+            live.update(_table(found, rates, config.safe_url), refresh=True)
+            await asyncio.sleep(interval)
+
+
+def stats(
+    *,
+    channel: Channel = None,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
+    url: Url = None,
+    store_url: StoreUrl = None,
+    json: Json = False,
+) -> None:
+    """Per channel and group: waiting, running, delayed, retrying, dead, oldest age, rate.
+
+    The rate (deliveries per second) needs --watch and a transport that counts deliveries
+    (Redis); "-" marks what a transport cannot tell."""
+    quiet_libraries()
+    config = settings(url, store_url)
+    if watch and not json:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the watch
+            run(_watch(config, channel, interval))
+        return
+    found = run(channel_stats(config, channel=channel))
+    if json:
+        print_json([asdict(s) for s in found])
+    else:
+        console.print(_table(found, {}, config.safe_url))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("stats")(stats)
