@@ -3,8 +3,10 @@ against a real SQLite file, Redis and RabbitMQ, with ``--json`` parsed and the e
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -129,3 +131,44 @@ def test_unreachable_transport_is_one_line_without_the_password() -> None:
         assert "s3cret" not in done.stdout + done.stderr
         assert done.stderr.startswith("error:")
         assert "Traceback" not in done.stderr
+
+
+async def test_stats_watch_refreshes_until_interrupted(ops: Ops) -> None:  # noqa: F811
+    work = ops.channel("watched")
+
+    async def handle(n: int) -> None:
+        return None
+
+    router = Router()
+    router.subscriber(work, group="watchers")(handle)
+    async with ops.run(ops.broker(router)):
+        pass  # the group exists (and is registered)
+    settings = ops.settings()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MSGCORE_")}
+    env.update(
+        {
+            "MSGCORE_URL": settings.url,
+            "MSGCORE_REDIS__STREAM_PREFIX": settings.redis.stream_prefix,
+            "MSGCORE_RABBIT__EXCHANGE": settings.rabbit.exchange,
+            "COLUMNS": "200",
+        }
+    )
+    if settings.store_url:
+        env["MSGCORE_STORE_URL"] = settings.store_url
+    proc = subprocess.Popen(  # noqa: ASYNC220  (a child to interrupt, not to await)
+        [sys.executable, "-m", "msgcore.cli", "stats", "--watch", "--interval", "0.2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        await asyncio.sleep(3.0)  # several refreshes
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert work in out and "watchers" in out

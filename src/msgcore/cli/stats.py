@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import sys
 import time
 from dataclasses import asdict
 from typing import Annotated
@@ -64,8 +66,14 @@ def _table(
 
 async def _watch(config: Settings, channel: str | None, interval: float) -> None:
     previous: dict[tuple[str, str], tuple[float, int]] = {}
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if sys.platform != "win32":
+        # Ctrl-C ends the watch between two readings, not inside a connection attempt
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
     with Live(console=console, auto_refresh=False) as live:
-        while True:
+        while not stop.is_set():
             found = await channel_stats(config, channel=channel)
             now = time.monotonic()
             rates: dict[tuple[str, str], float | None] = {}
@@ -77,7 +85,8 @@ async def _watch(config: Settings, channel: str | None, interval: float) -> None
                 if s.delivered is not None:
                     previous[key] = (now, s.delivered)
             live.update(_table(found, rates, config.safe_url), refresh=True)
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
 
 
 def stats(
