@@ -105,9 +105,14 @@ async def store_url(
         # RabbitMQ keeps no state: its default store is a SQLite file in the working
         # directory, which a test must not write to
         yield f"sqlite:///{tmp_path / 'rabbit-store.db'}" if transport.name == "rabbit" else None
-        return
-    url = str(request.getfixturevalue("redis_url"))
-    yield url
+        if transport.name != "redis":
+            return
+        # beside Redis the store is on the Redis server even for the in-memory runs
+        # (there is no in-memory Redis store): its keys go too
+        url = transport.url
+    else:
+        url = str(request.getfixturevalue("redis_url"))
+        yield url
     from redis.asyncio import Redis
 
     client = Redis.from_url(url)
