@@ -1,6 +1,7 @@
 """``msgcore run MODULE:APP`` end to end: real ``faststream run`` workers started through
-it on a SQLite file, jobs submitted to them through the CLI; it becomes faststream
-(exec), so signals reach faststream and its exit code is the command's."""
+it on a SQLite file, Redis and RabbitMQ, jobs submitted to them through the CLI; it
+becomes faststream (exec), so signals reach faststream and its exit code is the
+command's."""
 
 from __future__ import annotations
 
@@ -11,15 +12,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
+from msgcore.urls import redact_url
 from tests.acceptance.test_pipeline_processes import REPO
 from tests.cli.failing_service import EXIT_CODE
 from tests.cli.test_jobs_cli import msgcore, one_error_line, parallel
+from tests.contract.harness import delete_rabbit_names
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -32,12 +35,23 @@ with MSGCORE_LOG_MESSAGES=false."""
 class Runner:
     """One ``msgcore run`` process, its output in a file; never outlives the test."""
 
-    def __init__(self, tmp_path: Path, unique: str) -> None:
+    def __init__(self, tmp_path: Path, unique: str, url: str | None = None) -> None:
         self.tmp_path = tmp_path
         self.unique = unique
-        self.url = f"sqlite:///{tmp_path / 'run.db'}"
+        self.url = url or f"sqlite:///{tmp_path / 'run.db'}"
         self.log = tmp_path / "run.log"
         self.popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def settings_env(self) -> dict[str, str]:
+        """What the workers and the CLI calls share besides the URL: this test's names."""
+        env = {
+            "MSGCORE_REDIS__STREAM_PREFIX": f"{self.unique}:",
+            "MSGCORE_RABBIT__EXCHANGE": self.unique,
+        }
+        if self.url.startswith("amqp"):  # RabbitMQ keeps no state: a store file of its own
+            env["MSGCORE_STORE_URL"] = f"sqlite:///{self.tmp_path / 'store.db'}"
+        return env
 
     @property
     def env(self) -> dict[str, str]:
@@ -47,6 +61,7 @@ class Runner:
             **clean,
             "PYTHONUNBUFFERED": "1",
             "MSGCORE_JOBS_PREFIX": f"{self.unique}.",
+            **self.settings_env,
         }
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:
@@ -104,7 +119,35 @@ def runner(tmp_path: Path, unique: str) -> Iterator[Runner]:
         r.cleanup()
 
 
-def test_workers_get_the_url_and_stop_on_sigterm(runner: Runner) -> None:
+@pytest.fixture(params=["sqlite", "redis", "rabbit"])
+async def any_runner(
+    request: pytest.FixtureRequest, tmp_path: Path, unique: str
+) -> AsyncIterator[Runner]:
+    url = None
+    if request.param == "redis":
+        url = str(request.getfixturevalue("redis_url"))
+    elif request.param == "rabbit":
+        url = str(request.getfixturevalue("rabbit_url"))
+    r = Runner(tmp_path, unique, url)
+    try:
+        yield r
+    finally:
+        r.cleanup()
+        if request.param == "redis":
+            from redis.asyncio import Redis
+
+            client = Redis.from_url(r.url)
+            keys = [k async for k in client.scan_iter(match=f"{unique}:*", count=1000)]
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
+        elif request.param == "rabbit":
+            channel = f"{unique}.jobs.square"
+            await delete_rabbit_names(r.url, unique, {(channel, "workers")}, {channel})
+
+
+def test_workers_get_the_url_and_stop_on_sigterm(any_runner: Runner) -> None:
+    runner = any_runner
     proc = runner.start("services.jobs:app", "--workers", "2", "--url", runner.url)
     runner.wait_ready(workers=2)
     # msgcore run became faststream (exec): signals and the exit code are faststream's
@@ -120,7 +163,7 @@ def test_workers_get_the_url_and_stop_on_sigterm(runner: Runner) -> None:
         "--timeout",
         "20",
         "--json",
-        env={"MSGCORE_URL": runner.url},
+        env={"MSGCORE_URL": runner.url, **runner.settings_env},
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)["result"]
@@ -131,7 +174,7 @@ def test_workers_get_the_url_and_stop_on_sigterm(runner: Runner) -> None:
     assert runner.exit_code() == 0, runner.output()
     assert not [p for p in workers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     out = runner.output()
-    assert f"msgcore run: services.jobs:app with 2 worker(s) on {runner.url}" in out
+    assert f"msgcore run: services.jobs:app with 2 worker(s) on {redact_url(runner.url)}" in out
     assert "Stopping child process" in out  # faststream's graceful shutdown of workers
 
 
