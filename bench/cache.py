@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -36,30 +35,11 @@ for path in (ROOT / "src", ROOT):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from redis.asyncio import Redis  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from msgcore import Client, RabbitSettings, RedisSettings, Router, Settings, create_broker  # noqa: E402
-
-REDIS_URL = os.environ.get("MSGCORE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-RABBIT_URL = os.environ.get("MSGCORE_TEST_RABBIT_URL", "amqp://guest:guest@127.0.0.1:5672/")
-
-
-def _settings(transport: str, tmp: Path, tag: str) -> Settings:
-    values: dict[str, Any] = {
-        "log_messages": False,
-        "redis": RedisSettings(stream_prefix=f"{tag}:"),
-        "rabbit": RabbitSettings(exchange=tag),
-    }
-    if transport == "sqlite":
-        values["url"] = f"sqlite:///{tmp / (tag + '.db')}"
-    elif transport == "redis":
-        values["url"] = REDIS_URL
-    else:
-        values["url"] = RABBIT_URL
-        values["store_url"] = f"sqlite:///{tmp / (tag + '-store.db')}"
-    return Settings(**values)
+from bench.runs import cleanup, run_loop, settings_for  # noqa: E402
+from msgcore import Client, Router, create_broker  # noqa: E402
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float, float]:
@@ -71,25 +51,9 @@ def _percentiles(samples: list[float]) -> tuple[float, float, float]:
     return at(0.5), at(0.9), at(0.99)
 
 
-async def _cleanup(settings: Settings, tag: str, channels: set[str]) -> None:
-    if settings.transport == "redis":
-        client = Redis.from_url(REDIS_URL)
-        try:
-            keys = [k async for k in client.scan_iter(match=f"{tag}:*", count=1000)]
-            if keys:
-                await client.delete(*keys)
-        finally:
-            await client.aclose()
-    if settings.transport == "rabbit":
-        from tests.contract.harness import delete_rabbit_names
-
-        groups = {(c, None) for c in channels}
-        await delete_rabbit_names(settings.url, tag, groups, channels)
-
-
 async def run(transport: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     tag = f"bc{uuid.uuid4().hex[:6]}"
-    settings = _settings(transport, tmp, tag)
+    settings = settings_for(transport, tmp, tag)
     router = Router(prefix=f"{tag}.")
     work = args.work_ms / 1000
 
@@ -147,7 +111,7 @@ async def run(transport: str, args: argparse.Namespace, tmp: Path) -> dict[str, 
             out["hit_request"] = _percentiles(hit_request)
             out["mean_ratio"] = statistics.mean(hit_submit) / statistics.mean(raw)
     finally:
-        await _cleanup(settings, tag, {channel, f"{tag}.echo"})
+        await cleanup(settings, tag, {channel, f"{tag}.echo"})
     return out
 
 
@@ -198,9 +162,4 @@ if __name__ == "__main__":
     parser.add_argument("--only", default="sqlite,redis,rabbit")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parsed = parser.parse_args()
-    if parsed.loop == "uvloop" and sys.platform != "win32":
-        import uvloop
-
-        uvloop.run(main(parsed))
-    else:
-        asyncio.run(main(parsed))
+    run_loop(main, parsed)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -37,39 +36,16 @@ for path in (ROOT / "src", ROOT):  # the package, and tests' RabbitMQ cleanup he
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from redis.asyncio import Redis  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bench.runs import cleanup, run_loop, settings_for  # noqa: E402
 from msgcore import (  # noqa: E402
     Client,
-    JobSettings,
-    RabbitSettings,
-    RedisSettings,
     Router,
     Settings,
     create_broker,
 )
-
-REDIS_URL = os.environ.get("MSGCORE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-RABBIT_URL = os.environ.get("MSGCORE_TEST_RABBIT_URL", "amqp://guest:guest@127.0.0.1:5672/")
-
-
-def _settings(transport: str, tmp: Path, tag: str, *, track: bool) -> Settings:
-    values: dict[str, Any] = {
-        "log_messages": False,
-        "jobs": JobSettings(track=track),
-        "redis": RedisSettings(stream_prefix=f"{tag}:"),
-        "rabbit": RabbitSettings(exchange=tag),
-    }
-    if transport == "sqlite":
-        values["url"] = f"sqlite:///{tmp / (tag + '.db')}"
-    elif transport == "redis":
-        values["url"] = REDIS_URL
-    else:
-        values["url"] = RABBIT_URL
-        values["store_url"] = f"sqlite:///{tmp / (tag + '-store.db')}"
-    return Settings(**values)
 
 
 class _Seen:
@@ -107,29 +83,12 @@ async def _worker(
         yield publisher, channel
 
 
-async def _cleanup(settings: Settings, tag: str, channel: str | None = None) -> None:
-    if settings.transport == "redis" or (settings.store_url or "").startswith("redis"):
-        client = Redis.from_url(REDIS_URL)
-        try:
-            keys = [k async for k in client.scan_iter(match=f"{tag}:*", count=1000)]
-            if keys:
-                await client.delete(*keys)
-        finally:
-            await client.aclose()
-    if settings.transport == "rabbit":
-        from tests.contract.harness import delete_rabbit_names
-
-        # quorum queues never delete themselves: every one the run declared goes
-        channels = {channel} if channel else set()
-        await delete_rabbit_names(settings.url, tag, {(c, "bench") for c in channels}, channels)
-
-
 BATCH = 500
 
 
 async def bare(transport: str, n: int, tmp: Path, *, many: bool = False) -> float:
     tag = f"bj{uuid.uuid4().hex[:6]}"
-    settings = _settings(transport, tmp, tag, track=False)
+    settings = settings_for(transport, tmp, tag, track=False)
     seen = _Seen(n + 1)
     try:
         async with _worker(settings, seen, f"bench.{tag}") as (publisher, _):
@@ -147,13 +106,13 @@ async def bare(transport: str, n: int, tmp: Path, *, many: bool = False) -> floa
             await asyncio.wait_for(seen.done.wait(), 300)
             return n / (time.perf_counter() - started)
     finally:
-        await _cleanup(settings, tag, f"bench.{tag}")
+        await cleanup(settings, tag, {f"bench.{tag}"}, group="bench")
 
 
 async def jobs(transport: str, n: int, tmp: Path, *, many: bool = False) -> tuple[float, float]:
     """(jobs/s, store queries per job per second of waiting)."""
     tag = f"bj{uuid.uuid4().hex[:6]}"
-    settings = _settings(transport, tmp, tag, track=True)
+    settings = settings_for(transport, tmp, tag, track=True)
     try:
         async with (
             _worker(settings, None, f"bench.{tag}") as (_, channel),
@@ -173,7 +132,7 @@ async def jobs(transport: str, n: int, tmp: Path, *, many: bool = False) -> tupl
             assert len(result.completed) == n, result.counts()
             return n / elapsed, queries / n / waited
     finally:
-        await _cleanup(settings, tag, f"bench.{tag}")
+        await cleanup(settings, tag, {f"bench.{tag}"}, group="bench")
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -237,9 +196,4 @@ if __name__ == "__main__":
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--max-workers", type=int, default=1)
     parsed = parser.parse_args()
-    if parsed.loop == "uvloop" and sys.platform != "win32":
-        import uvloop
-
-        uvloop.run(main(parsed))
-    else:
-        asyncio.run(main(parsed))
+    run_loop(main, parsed)

@@ -24,7 +24,6 @@ import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 for path in (ROOT / "src", ROOT):
@@ -35,22 +34,15 @@ import time  # noqa: E402
 
 from opentelemetry.sdk.trace import ReadableSpan  # noqa: E402
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult  # noqa: E402
-from redis.asyncio import Redis  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bench.runs import cleanup, run_loop, settings_for  # noqa: E402
 from msgcore import (  # noqa: E402
-    JobSettings,
-    RabbitSettings,
-    RedisSettings,
     Router,
-    Settings,
     create_broker,
     telemetry,
 )
-
-REDIS_URL = os.environ.get("MSGCORE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-RABBIT_URL = os.environ.get("MSGCORE_TEST_RABBIT_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 class _Drop(SpanExporter):
@@ -62,37 +54,6 @@ class _Drop(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         self.spans += len(spans)
         return SpanExportResult.SUCCESS
-
-
-def _settings(transport: str, tmp: Path, tag: str) -> Settings:
-    values: dict[str, Any] = {
-        "log_messages": False,
-        "jobs": JobSettings(track=False),
-        "redis": RedisSettings(stream_prefix=f"{tag}:"),
-        "rabbit": RabbitSettings(exchange=tag),
-    }
-    if transport == "sqlite":
-        values["url"] = f"sqlite:///{tmp / (tag + '.db')}"
-    elif transport == "redis":
-        values["url"] = REDIS_URL
-    else:
-        values["url"] = RABBIT_URL
-    return Settings(**values)
-
-
-async def _cleanup(settings: Settings, tag: str, channels: set[str]) -> None:
-    if settings.transport == "redis":
-        client = Redis.from_url(REDIS_URL)
-        try:
-            keys = [k async for k in client.scan_iter(match=f"{tag}:*", count=1000)]
-            if keys:
-                await client.delete(*keys)
-        finally:
-            await client.aclose()
-    if settings.transport == "rabbit":
-        from tests.contract.harness import delete_rabbit_names
-
-        await delete_rabbit_names(settings.url, tag, {(c, None) for c in channels}, channels)
 
 
 WORK = {"seconds": 0.0}
@@ -108,7 +69,7 @@ def _burn(seconds: float) -> None:
 async def once(transport: str, n: int, tmp: Path, *, traced: bool) -> tuple[float, int]:
     """(msg/s, spans exported)."""
     tag = f"bt{uuid.uuid4().hex[:6]}"
-    settings = _settings(transport, tmp, tag)
+    settings = settings_for(transport, tmp, tag, track=False)
     drop = _Drop()
     tel = telemetry.setup("bench", drop, set_global=False) if traced else None
     router = Router(prefix=f"{tag}.")
@@ -151,7 +112,7 @@ async def once(transport: str, n: int, tmp: Path, *, traced: bool) -> tuple[floa
         return rate, drop.spans
     finally:
         telemetry.reset()
-        await _cleanup(settings, tag, {f"{tag}.work", f"{tag}.results"})
+        await cleanup(settings, tag, {f"{tag}.work", f"{tag}.results"})
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -197,9 +158,4 @@ if __name__ == "__main__":
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--work-ms", type=float, default=0.0)
     parsed = parser.parse_args()
-    if parsed.loop == "uvloop" and sys.platform != "win32":
-        import uvloop
-
-        uvloop.run(main(parsed))
-    else:
-        asyncio.run(main(parsed))
+    run_loop(main, parsed)
