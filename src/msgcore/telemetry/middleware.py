@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING, Any
 from faststream import BaseMiddleware
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.metrics import Histogram
 from opentelemetry.semconv.trace import SpanAttributes
 from opentelemetry.trace import (
     NonRecordingSpan,
+    Span,
     SpanContext,
     SpanKind,
     Status,
@@ -146,21 +148,10 @@ class _Tracing(BaseMiddleware):
                 )
         self._process_ctx = trace.set_span_in_context(span, parent_ctx)
         token = otel_context.attach(self._process_ctx)
-        started = time.perf_counter()
-        failed: str | None = None
         try:
-            return await call_next(msg)
-        except Exception as exc:
-            failed = type(exc).__name__
-            if span.is_recording():
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, str(exc)))
-            raise
+            return await _measured(call_next(msg), span, owner.process_duration, attrs)
         finally:
             otel_context.detach(token)
-            span.end()
-            metric = attrs if failed is None else {**attrs, "error.type": failed}
-            owner.process_duration.record(time.perf_counter() - started, metric)
 
     async def publish_scope(self, call_next: Callable[[Any], Awaitable[Any]], cmd: Any) -> Any:
         owner = self.owner
@@ -179,17 +170,25 @@ class _Tracing(BaseMiddleware):
             if ctx.trace_state:
                 headers[TRACESTATE] = ctx.trace_state.to_header()
             cmd.headers = headers
-        started = time.perf_counter()
-        failed: str | None = None
-        try:
-            return await call_next(cmd)
-        except Exception as exc:
-            failed = type(exc).__name__
-            if span.is_recording():
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, str(exc)))
-            raise
-        finally:
-            span.end()
-            metric = attrs if failed is None else {**attrs, "error.type": failed}
-            owner.publish_duration.record(time.perf_counter() - started, metric)
+        return await _measured(call_next(cmd), span, owner.publish_duration, attrs)
+
+
+async def _measured(
+    step: Awaitable[Any], span: Span, duration: Histogram, attrs: dict[str, Any]
+) -> Any:
+    """Await ``step``; then end ``span`` (with the error, if any) and record its duration
+    (failures with ``error.type``, as FastStream's middleware records them)."""
+    started = time.perf_counter()
+    failed: str | None = None
+    try:
+        return await step
+    except Exception as exc:
+        failed = type(exc).__name__
+        if span.is_recording():
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, str(exc)))
+        raise
+    finally:
+        span.end()
+        metric = attrs if failed is None else {**attrs, "error.type": failed}
+        duration.record(time.perf_counter() - started, metric)
