@@ -7,6 +7,7 @@ tests inject faults at one place and keeps SQL out of the FastStream classes.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -100,6 +101,27 @@ class DeadLetter:
     failed_at: float
     reason: str
     error: str | None
+
+    @classmethod
+    def from_row(cls, r: Sequence[Any]) -> DeadLetter:
+        """A row of the dead-letter queries (``LIST_DEAD_LETTERS`` and friends)."""
+        return cls(
+            id=r[0],
+            queue=r[1],
+            group=r[2],
+            body=bytes(r[3]),
+            headers=json.loads(r[4]) if r[4] else {},
+            content_type=r[5],
+            correlation_id=r[6],
+            message_id=r[7],
+            reply_to=r[8],
+            priority=r[9],
+            attempts=r[10],
+            created_at=r[11],
+            failed_at=r[12],
+            reason=r[13],
+            error=r[14],
+        )
 
 
 class QueueTransport(ABC):

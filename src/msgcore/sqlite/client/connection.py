@@ -487,26 +487,7 @@ class SqliteClient(QueueTransport):
         rows = await self._run(
             lambda c: c.execute(q.LIST_DEAD_LETTERS, (queue, queue, limit)).fetchall()
         )
-        return [
-            DeadLetter(
-                id=r[0],
-                queue=r[1],
-                group=r[2],
-                body=bytes(r[3]),
-                headers=json.loads(r[4]) if r[4] else {},
-                content_type=r[5],
-                correlation_id=r[6],
-                message_id=r[7],
-                reply_to=r[8],
-                priority=r[9],
-                attempts=r[10],
-                created_at=r[11],
-                failed_at=r[12],
-                reason=r[13],
-                error=r[14],
-            )
-            for r in rows
-        ]
+        return [DeadLetter.from_row(r) for r in rows]
 
     async def replay_dead_letter(self, dead_letter_id: int) -> bool:
         def op(c: sqlite3.Connection) -> bool:

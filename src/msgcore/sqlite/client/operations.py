@@ -56,26 +56,6 @@ class DeadLetterFilter:
         }
 
 
-def _dead_letter(r: Sequence[Any]) -> DeadLetter:
-    return DeadLetter(
-        id=r[0],
-        queue=r[1],
-        group=r[2],
-        body=bytes(r[3]),
-        headers=json.loads(r[4]) if r[4] else {},
-        content_type=r[5],
-        correlation_id=r[6],
-        message_id=r[7],
-        reply_to=r[8],
-        priority=r[9],
-        attempts=r[10],
-        created_at=r[11],
-        failed_at=r[12],
-        reason=r[13],
-        error=r[14],
-    )
-
-
 def _is_reply_queue(queue: str) -> bool:
     # private to one requester, never a consumer group's work
     return queue.startswith(REPLY_QUEUE_PREFIX)
@@ -117,7 +97,7 @@ class SqliteOperations(SqliteClient):
         rows = await self._run(
             lambda c: c.execute(q.FIND_DEAD_LETTERS, params).fetchall(), heavy=limit > 64
         )
-        return [_dead_letter(r) for r in rows]
+        return [DeadLetter.from_row(r) for r in rows]
 
     async def last_dead_letter(self) -> int:
         """The highest dead-letter row id now (0: none)."""
