@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from msgcore.cli.common import console, print_json, run, settings
+from msgcore.cli.options import Channel, Json, StoreUrl, Url
 from msgcore.settings import Settings
 from msgcore.store import store_for
 from msgcore.store.cache import CacheStats
 
 app = typer.Typer(help="Inspect and clear the result cache.", no_args_is_help=True)
-
-Url = Annotated[str | None, typer.Option("--url", help="Transport URL (MSGCORE_URL).")]
-StoreUrl = Annotated[str | None, typer.Option("--store-url", help="Store URL (MSGCORE_STORE_URL).")]
-Channel = Annotated[str | None, typer.Option("--channel", "-c", help="Only this channel.")]
-Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 async def _stats(config: Settings, channel: str | None) -> list[CacheStats]:

@@ -37,6 +37,7 @@ import typer
 from rich.markup import escape
 
 from msgcore.cli.common import console, print_json, quiet_libraries, run
+from msgcore.cli.options import StoreUrl, Url
 from msgcore.constants import META_TABLE, SCHEMA_VERSION
 from msgcore.exceptions import MsgcoreError
 from msgcore.settings import Settings, transport_of
@@ -554,10 +555,8 @@ _COLOURS = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "red"}
 
 def doctor(
     *,
-    url: Annotated[str | None, typer.Option("--url", help="Transport URL (MSGCORE_URL).")] = None,
-    store_url: Annotated[
-        str | None, typer.Option("--store-url", help="Store URL (MSGCORE_STORE_URL).")
-    ] = None,
+    url: Url = None,
+    store_url: StoreUrl = None,
     json: Annotated[
         bool, typer.Option("--json", help="Print a list of {check, status, detail, fix}.")
     ] = False,

@@ -50,6 +50,7 @@ from msgcore.cli.common import (
     run,
     settings,
 )
+from msgcore.cli.options import StoreUrl, Url
 from msgcore.exceptions import JobFailed, RequestTimeoutError
 from msgcore.jobs.job import Job
 from msgcore.settings import Settings, transport_of
@@ -63,8 +64,6 @@ T = TypeVar("T")
 EXIT_INTERRUPTED = 130
 """Ctrl-C while waiting (128 + SIGINT, as a shell reports it)."""
 
-Url = Annotated[str | None, typer.Option("--url", help="Transport URL (MSGCORE_URL).")]
-StoreUrl = Annotated[str | None, typer.Option("--store-url", help="Store URL (MSGCORE_STORE_URL).")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 Text = Annotated[
     bool, typer.Option("--text", help="Send PAYLOAD as a plain string instead of JSON.")
