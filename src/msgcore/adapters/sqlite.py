@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from msgcore.adapters.base import BoundPublisher, DeadLetterRecord, TransportAdapter
 from msgcore.naming import sqlite_queue
 from msgcore.sqlite import SqliteBroker, SqliteRouter
+from msgcore.sqlite.client.base import DeadLetter as StoredDeadLetter
 
 if TYPE_CHECKING:
     from faststream._internal.basic_types import SendableMessage
@@ -113,18 +114,20 @@ class SqliteAdapter(TransportAdapter):
         self, broker: SqliteBroker, channel: str | None = None, *, limit: int = 100
     ) -> list[DeadLetterRecord]:
         queue = None if channel is None else sqlite_queue(channel)
-        return [
-            DeadLetterRecord(
-                channel=d.queue,
-                group=d.group,
-                body=d.body,
-                headers=d.headers,
-                correlation_id=d.correlation_id,
-                message_id=d.message_id,
-                attempts=d.attempts,
-                reason=d.reason,
-                error=d.error,
-                failed_at=d.failed_at,
-            )
-            for d in await broker.dead_letters(queue, limit=limit)
-        ]
+        return [dead_letter_record(d) for d in await broker.dead_letters(queue, limit=limit)]
+
+
+def dead_letter_record(d: StoredDeadLetter) -> DeadLetterRecord:
+    """A SQLite dead-letter row as every transport reports it (queue = channel)."""
+    return DeadLetterRecord(
+        channel=d.queue,
+        group=d.group,
+        body=d.body,
+        headers=d.headers,
+        correlation_id=d.correlation_id,
+        message_id=d.message_id,
+        attempts=d.attempts,
+        reason=d.reason,
+        error=d.error,
+        failed_at=d.failed_at,
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from msgcore.adapters.sqlite import dead_letter_record
 from msgcore.exceptions import StorageError
 from msgcore.naming import sqlite_queue
 from msgcore.ops.backend import OpsBackend, Prepare
@@ -46,19 +47,7 @@ def _row_of(dead_letter_id: str) -> int | None:
 
 
 def _dead_letter(d: StoredDeadLetter) -> DeadLetter:
-    return DeadLetter(
-        id=_dead_letter_id(d.failed_at, d.id),
-        channel=d.queue,
-        group=d.group,
-        body=d.body,
-        headers=d.headers,
-        correlation_id=d.correlation_id,
-        message_id=d.message_id,
-        attempts=d.attempts,
-        reason=d.reason,
-        error=d.error,
-        failed_at=d.failed_at,
-    )
+    return DeadLetter.of(dead_letter_record(d), _dead_letter_id(d.failed_at, d.id))
 
 
 class SqliteOps(OpsBackend):
