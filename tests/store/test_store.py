@@ -136,6 +136,34 @@ async def test_retrying_keeps_error_and_attempts_then_dead(store: Store) -> None
     assert (dead.status, dead.attempts, dead.error_type) == (JobStatus.DEAD, 2, "KeyError")
 
 
+async def test_an_attempt_that_ends_at_once_keeps_its_start(store: Store) -> None:
+    """A short handler's result is written before (SQLite: with) its start: the
+    record still names the worker and the start time."""
+    [(created, _)] = await store.create_jobs([job("quick")])
+    started = await start(store, "quick", channel="emails")
+    assert (started.status, started.attempts, started.created_at) == (
+        JobStatus.RUNNING,
+        1,
+        created.created_at,
+    )
+    assert await finish(store, "quick", result=b"7", has_result=True)
+    record = await store.get_job("quick")
+    assert record is not None
+    assert (record.status, record.result, record.worker_id) == (DONE, b"7", "w1")
+    assert record.started_at is not None and record.started_at >= created.created_at
+    assert record.channel == "emails"
+
+
+async def test_a_job_cancelled_before_its_start_is_not_started(store: Store) -> None:
+    await store.create_jobs([job("stop")])
+    assert await store.cancel_job("stop", now=time.time(), retention=60.0)
+    refused = await start(store, "stop")
+    assert refused.status is JobStatus.CANCELLED
+    assert not await finish(store, "stop", result=b"1", has_result=True)
+    record = await store.get_job("stop")
+    assert record is not None and record.status is JobStatus.CANCELLED
+
+
 async def test_finish_of_an_unknown_job_creates_it(store: Store) -> None:
     assert await finish(store, "ghost", result=b"null", has_result=True)
     record = await store.get_job("ghost")

@@ -271,10 +271,11 @@ class Client:
 
         # On the SQLite transport's own file the records and their messages commit in
         # one transaction (only the messages of records that did not exist yet).
-        together = await self.store.create_jobs_publishing(records, send_all)
+        fresh = all(job_id is None for _, job_id in items)
+        together = await self.store.create_jobs_publishing(records, send_all, fresh=fresh)
         if together is not None:
             return [Job(self, record) for record, _ in together]
-        if all(job_id is None for _, job_id in items):
+        if fresh:
             # Fresh ids: no earlier job can hold them, so record and message go out at
             # once. A worker that is faster than the record creates it (start_attempt),
             # and create_jobs then keeps the worker's record.
@@ -297,9 +298,9 @@ class Client:
             try:
                 await asyncio.gather(*sends)
             except BaseException:
-                fresh = [r.job_id for r, created in stored if created]
+                made = [r.job_id for r, created in stored if created]
                 with contextlib.suppress(Exception):
-                    await self.store.delete_jobs(fresh)
+                    await self.store.delete_jobs(made)
                 raise
         return [Job(self, record) for record, _ in stored]
 

@@ -61,9 +61,15 @@ _ERROR_TEXT_LIMIT = 4000
 _PURGE_EVERY = 600.0
 
 
+_WORKER_ID: list[tuple[int, str]] = []
+
+
 def worker_id() -> str:
     """``host:pid`` of this process, as job records name their worker."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    pid = os.getpid()
+    if not _WORKER_ID or _WORKER_ID[0][0] != pid:  # first call, or a forked child
+        _WORKER_ID[:] = [(pid, f"{socket.gethostname()}:{pid}")]
+    return _WORKER_ID[0][1]
 
 
 class _Metrics:

@@ -166,10 +166,13 @@ class Store(ABC):
         self,
         records: Sequence[JobRecord],
         publish: Callable[[], Awaitable[None]],
+        *,
+        fresh: bool = False,
     ) -> list[tuple[JobRecord, bool]] | None:
         """``create_jobs`` and the messages ``publish()`` sends, in one transaction: only
         the messages of records this call created are kept (each carries its job id in
-        the ``x-msgcore-job-id`` header).
+        the ``x-msgcore-job-id`` header). ``fresh``: the ids were generated for this
+        call, no record can hold them (a store may skip looking).
 
         None: this store cannot (it does not share the transport's writer); create the
         records, then publish.

@@ -128,6 +128,7 @@ CREATE TABLE IF NOT EXISTS {SUBSCRIBERS} (
 # -- jobs ------------------------------------------------------------------------------
 
 GET_JOB: Final = f"SELECT {JOB_COLUMNS} FROM {JOBS} WHERE job_id = :id AND {_LIVE}"
+
 GET_JOBS: Final = f"""
 SELECT {JOB_COLUMNS} FROM {JOBS}
 WHERE job_id IN (SELECT value FROM json_each(:ids)) AND {_LIVE}
@@ -158,18 +159,22 @@ RETURNING {JOB_COLUMNS}
 
 # Same refusal rule as START_ATTEMPT (0 rows changed). A job finished without a record
 # (its record expired, or it was published without Client) is created, channel unknown.
+# :worker_id/:started_at/:channel are NULL unless the attempt's start write was folded
+# into this one (it had not committed yet when the attempt ended).
 FINISH_ATTEMPT: Final = f"""
 INSERT INTO {JOBS} (
-    job_id, channel, status, attempts, created_at, finished_at, result, has_result,
-    error_type, error_message, cached, expires_at, feed_seq
+    job_id, channel, status, attempts, worker_id, created_at, started_at, finished_at,
+    result, has_result, error_type, error_message, cached, expires_at, feed_seq
 ) VALUES (
-    :id, '', :status, :attempt, :now, :finished_at, :result, :has_result,
-    :error_type, :error_message, :cached, :expires_at,
+    :id, IFNULL(:channel, ''), :status, :attempt, :worker_id, :now, :started_at,
+    :finished_at, :result, :has_result, :error_type, :error_message, :cached, :expires_at,
     CASE WHEN :terminal THEN {_NEXT_SEQ} END
 )
 ON CONFLICT (job_id) DO UPDATE SET
     status = excluded.status,
     attempts = excluded.attempts,
+    worker_id = IFNULL(excluded.worker_id, worker_id),
+    started_at = IFNULL(excluded.started_at, started_at),
     finished_at = excluded.finished_at,
     result = excluded.result,
     has_result = excluded.has_result,

@@ -339,6 +339,8 @@ class RedisStore(Store):
         self,
         records: Sequence[JobRecord],
         publish: Callable[[], Awaitable[None]],
+        *,
+        fresh: bool = False,
     ) -> list[tuple[JobRecord, bool]] | None:
         if not self._with_transport or not records or len(records) > _CHUNK:
             return None

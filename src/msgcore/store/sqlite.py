@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, cast
 
 from msgcore.constants import HEADER_JOB_ID
@@ -50,6 +52,8 @@ from msgcore.urls import parse_sqlite_url, redact_url
 
 __all__ = ["SqliteStore"]
 
+logger = logging.getLogger("msgcore.jobs")
+
 _FEED_BATCH = 1000
 _POLL_MIN = 0.001
 _POLL_MAX = 0.05
@@ -65,6 +69,10 @@ class _FeedSignal:
     def fire(self) -> None:
         self.event.set()
         self.event = asyncio.Event()
+
+
+def _skip(sql: Op[None]) -> None:
+    """A start write made redundant by its attempt's result write."""
 
 
 _SIGNALS: weakref.WeakKeyDictionary[SqliteClient, _FeedSignal] = weakref.WeakKeyDictionary()
@@ -86,6 +94,8 @@ class SqliteStore(Store):
         )
         self.queries = 0
         self.feed_polls = 0
+        # attempts whose ``running`` write is queued, not committed (``_start_queued``)
+        self._starting: dict[str, tuple[Op[None], dict[str, Any], asyncio.Future[None]]] = {}
         # Commits on this connection do not change the ``data_version`` its waiting
         # readers poll, so every store object on one connection shares one signal.
         self._signal = _SIGNALS.setdefault(self._db, _FeedSignal())
@@ -162,11 +172,14 @@ class SqliteStore(Store):
         return await self._write(self._create_op(records), heavy=len(records) > HEAVY_ROWS)
 
     def _create_op(
-        self, records: Sequence[JobRecord]
+        self, records: Sequence[JobRecord], *, fresh: bool = False
     ) -> Callable[[Op[list[tuple[JobRecord, bool]]]], list[tuple[JobRecord, bool]]]:
         now = time.time()
 
         def work(sql: Op[list[tuple[JobRecord, bool]]]) -> list[tuple[JobRecord, bool]]:
+            if fresh:
+                sql.many(q.INSERT_JOB, [job_row(r) for r in records])
+                return [(r, True) for r in records]
             # Inside the write transaction: nobody can insert between the read and ours.
             stored: dict[str, JobRecord] = {}
             ids = list(dict.fromkeys(r.job_id for r in records))
@@ -197,6 +210,8 @@ class SqliteStore(Store):
         self,
         records: Sequence[JobRecord],
         publish: Callable[[], Awaitable[None]],
+        *,
+        fresh: bool = False,
     ) -> list[tuple[JobRecord, bool]] | None:
         if self._owned or not records:
             return None
@@ -206,7 +221,7 @@ class SqliteStore(Store):
             await publish()
         finally:
             CAPTURED.reset(token)
-        create = self._create_op(records)
+        create = self._create_op(records, fresh=fresh)
 
         def work(sql: Op[list[tuple[JobRecord, bool]]]) -> list[tuple[JobRecord, bool]]:
             stored = create(sql)
@@ -233,6 +248,10 @@ class SqliteStore(Store):
 
     async def get_jobs(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
         ids = list(dict.fromkeys(job_ids))
+        if self._starting and (
+            starts := [s[2] for i in ids if (s := self._starting.get(i)) is not None]
+        ):  # this process reads its own starts
+            await asyncio.wait(starts)
         now = time.time()
         if len(ids) == 1:
             row = await self._read(lambda sql: sql.row(q.GET_JOB, {"id": ids[0], "now": now}))
@@ -261,6 +280,8 @@ class SqliteStore(Store):
             "worker_id": worker_id,
             "now": now,
         }
+        if cache is None:
+            return await self._start_queued(job_id, params)
         hit = False
 
         def work(sql: Op[JobRecord]) -> JobRecord:
@@ -299,6 +320,58 @@ class SqliteStore(Store):
         if hit:
             self._fed()
         return started
+
+    async def _start_queued(self, job_id: str, params: dict[str, Any]) -> JobRecord:
+        """Start an attempt with a read now and the ``running`` write in the next group
+        commit, without waiting for it.
+
+        A commit of its own per start was a third of a short job's cost. The write is
+        queued before the attempt's result and its message's ack, so it commits with
+        them or before them, never after. A job terminal at the read (cancelled, or done
+        by an earlier delivery) is returned as it is; one cancelled between the read and
+        the write keeps its cancelled state (the write and the result are refused).
+        """
+        now = params["now"]
+        row = await self._read(lambda sql: sql.row(q.GET_JOB, {"id": job_id, "now": now}))
+        current = None if row is None else job_from_row(row)
+        if current is not None and current.done:
+            return current
+
+        def work(sql: Op[None]) -> None:
+            if sql.row(q.START_ATTEMPT, params) is None and (
+                sql.row(q.GET_JOB, {"id": job_id, "now": now}) is None
+            ):  # expired since the read: start afresh
+                sql.change(q.DELETE_JOB, (job_id,))
+                sql.row(q.START_ATTEMPT, params)
+
+        self._check_open()
+        op = Op(work)
+        queued: asyncio.Future[None] = self._db._write(op)
+        self._starting[job_id] = (op, params, queued)
+        queued.add_done_callback(partial(self._started, op, job_id))
+        started = {
+            "status": JobStatus.RUNNING,
+            "attempts": params["attempt"],
+            "worker_id": params["worker_id"],
+            "started_at": now,
+        }
+        if current is None:
+            return JobRecord(job_id, params["channel"], created_at=now, **started)
+        return current.evolve(**started)
+
+    def _started(self, op: Op[None], job_id: str, done: asyncio.Future[None]) -> None:
+        self.queries += op.count
+        if self._starting.get(job_id, (None,))[0] is op:
+            del self._starting[job_id]
+        if done.cancelled() or done.exception() is None:
+            return
+        # the attempt's result write follows in the same queue and reports its own error
+        logger.warning(
+            "job %s: recording its start failed: %s",
+            job_id,
+            done.exception(),
+            extra={"job_id": job_id},
+        )
 
     async def finish_attempt(self, job_id: str, outcome: AttemptOutcome) -> bool:
         op = Op(self._finish_work(job_id, outcome))
@@ -345,7 +418,22 @@ class SqliteStore(Store):
             "cached": int(outcome.cached),
             "expires_at": now + retention if terminal and retention is not None else None,
             "terminal": int(terminal),
+            "channel": None,
+            "worker_id": None,
+            "started_at": None,
         }
+        starting = self._starting.pop(job_id, None)
+        if starting is not None:
+            # The attempt ended before its start write committed (a short handler):
+            # this write records the start too, one statement instead of two. If the
+            # start is running on the database thread right now, both are written.
+            start, begun, _ = starting
+            start.fn = _skip
+            params.update(
+                channel=begun["channel"],
+                worker_id=begun["worker_id"],
+                started_at=begun["now"],
+            )
 
         def work(sql: Op[Any]) -> bool:
             if sql.change(q.FINISH_ATTEMPT, params) == 0:
