@@ -9,8 +9,13 @@ on every publish and consume, context scopes. This one keeps to what a trace nee
   and any OpenTelemetry consumer read it: mixed deployments stay in one trace);
 - spans named ``"{channel} publish"`` / ``"{channel} process"`` with the attributes of
   ``naming.py``, the same on every transport;
-- FastStream's duration histograms (``messaging.publish.duration``,
-  ``messaging.process.duration``) with the same names and attributes.
+- FastStream's processing duration histogram (``messaging.process.duration``, with the
+  system, destination and channel); publishing is on the ``publish`` spans only.
+
+Measured per message (docs/benchmarks.md "Tracing"): a histogram recording costs about as
+much as a span (OpenTelemetry cleans, copies and hashes the attributes each time), and
+a span whose parent is not sampled still goes through the SDK's sampler. So there is one
+recording per processed message, and children of unsampled parents are made here.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from faststream import BaseMiddleware
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import Histogram
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.semconv.trace import SpanAttributes
 from opentelemetry.trace import (
     NonRecordingSpan,
@@ -87,12 +93,11 @@ class TracingMiddleware:
         self.process_duration = meter.create_histogram(
             "messaging.process.duration", unit="s", description="Time to process a message"
         )
-        self.publish_duration = meter.create_histogram(
-            "messaging.publish.duration", unit="s", description="Time to publish a message"
-        )
         # per channel: the span attributes and metric attributes, built once
         self._consume_attrs: dict[str, dict[str, Any]] = {}
         self._publish_attrs: dict[str, dict[str, Any]] = {}
+        self._metric_attrs: dict[str, dict[str, Any]] = {}
+        self._new_span_id = _span_ids(telemetry.tracer_provider)
 
     def consume_attrs(self, channel: str) -> dict[str, Any]:
         attrs = self._consume_attrs.get(channel)
@@ -104,6 +109,40 @@ class TracingMiddleware:
                 ATTR_CHANNEL: channel,
             }
         return attrs
+
+    def metric_attrs(self, channel: str) -> dict[str, Any]:
+        attrs = self._metric_attrs.get(channel)
+        if attrs is None:
+            attrs = self._metric_attrs[channel] = {
+                SpanAttributes.MESSAGING_SYSTEM: self.system,
+                SpanAttributes.MESSAGING_DESTINATION_NAME: channel,
+                ATTR_CHANNEL: channel,
+            }
+        return attrs
+
+    def start_span(
+        self,
+        name: str,
+        parent: otel_context.Context | None,
+        kind: SpanKind,
+        attrs: dict[str, Any],
+    ) -> Span:
+        """``tracer.start_span``, except under a parent that is not sampled when the
+        sampler would drop the child anyway (``ParentBased`` with its default
+        delegates): that child is made here, without the SDK's sampling work."""
+        if self._new_span_id is not None:
+            up = trace.get_current_span(parent).get_span_context()
+            if up.is_valid and not up.trace_flags.sampled:
+                return NonRecordingSpan(
+                    SpanContext(
+                        trace_id=up.trace_id,
+                        span_id=self._new_span_id(),
+                        is_remote=False,
+                        trace_flags=up.trace_flags,
+                        trace_state=up.trace_state,
+                    )
+                )
+        return self.tracer.start_span(name, context=parent, kind=kind, attributes=attrs)
 
     def publish_attrs(self, channel: str) -> dict[str, Any]:
         attrs = self._publish_attrs.get(channel)
@@ -137,9 +176,7 @@ class _Tracing(BaseMiddleware):
         parent = parse_traceparent(headers.get(TRACEPARENT), headers.get(TRACESTATE))
         parent_ctx = None if parent is None else trace.set_span_in_context(NonRecordingSpan(parent))
         attrs = owner.consume_attrs(channel)
-        span = owner.tracer.start_span(
-            f"{channel} process", context=parent_ctx, kind=SpanKind.CONSUMER, attributes=attrs
-        )
+        span = owner.start_span(f"{channel} process", parent_ctx, SpanKind.CONSUMER, attrs)
         if span.is_recording():
             span.set_attribute(SpanAttributes.MESSAGING_MESSAGE_ID, msg.message_id)
             if msg.correlation_id:
@@ -149,7 +186,9 @@ class _Tracing(BaseMiddleware):
         self._process_ctx = trace.set_span_in_context(span, parent_ctx)
         token = otel_context.attach(self._process_ctx)
         try:
-            return await _measured(call_next(msg), span, owner.process_duration, attrs)
+            return await _measured(
+                call_next(msg), span, owner.process_duration, owner.metric_attrs(channel)
+            )
         finally:
             otel_context.detach(token)
 
@@ -160,9 +199,7 @@ class _Tracing(BaseMiddleware):
         # a reply is published after the process scope has left: parent it explicitly
         current = trace.get_current_span().get_span_context()
         parent = self._process_ctx if not current.is_valid else None
-        span = owner.tracer.start_span(
-            f"{channel} publish", context=parent, kind=SpanKind.PRODUCER, attributes=attrs
-        )
+        span = owner.start_span(f"{channel} publish", parent, SpanKind.PRODUCER, attrs)
         ctx = span.get_span_context()
         if ctx.is_valid:
             headers = dict(cmd.headers or {})
@@ -170,14 +207,32 @@ class _Tracing(BaseMiddleware):
             if ctx.trace_state:
                 headers[TRACESTATE] = ctx.trace_state.to_header()
             cmd.headers = headers
-        return await _measured(call_next(cmd), span, owner.publish_duration, attrs)
+        return await _measured(call_next(cmd), span)
+
+
+def _span_ids(provider: Any) -> Callable[[], int] | None:
+    """The provider's span id generator when its sampler never samples the child of an
+    unsampled parent (the default ``parentbased_*`` samplers), else None."""
+    sampler = getattr(provider, "sampler", None)
+    generator = getattr(provider, "id_generator", None)
+    if generator is None or not isinstance(sampler, ParentBased):
+        return None
+    delegates = (sampler._remote_parent_not_sampled, sampler._local_parent_not_sampled)
+    if any(d is not ALWAYS_OFF for d in delegates):
+        return None
+    new_id: Callable[[], int] = generator.generate_span_id
+    return new_id
 
 
 async def _measured(
-    step: Awaitable[Any], span: Span, duration: Histogram, attrs: dict[str, Any]
+    step: Awaitable[Any],
+    span: Span,
+    duration: Histogram | None = None,
+    attrs: dict[str, Any] | None = None,
 ) -> Any:
     """Await ``step``; then end ``span`` (with the error, if any) and record its duration
-    (failures with ``error.type``, as FastStream's middleware records them)."""
+    in ``duration`` (failures with ``error.type``, as FastStream's middleware records
+    them)."""
     started = time.perf_counter()
     failed: str | None = None
     try:
@@ -190,5 +245,6 @@ async def _measured(
         raise
     finally:
         span.end()
-        metric = attrs if failed is None else {**attrs, "error.type": failed}
-        duration.record(time.perf_counter() - started, metric)
+        if duration is not None and attrs is not None:
+            metric = attrs if failed is None else {**attrs, "error.type": failed}
+            duration.record(time.perf_counter() - started, metric)
