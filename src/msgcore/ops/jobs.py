@@ -3,25 +3,28 @@
 A worker acknowledges, without running its handler, a message whose job is finished
 (``dead`` included): that is how a duplicate delivery is kept from running twice. A
 replayed dead letter of a job submitted with ``Client`` would be swallowed that way, so
-its ``dead`` record is deleted before the message goes back; the worker that receives
-it records the job afresh (``start_attempt`` creates a missing record).
+its ``dead`` record is replaced by a fresh ``pending`` one (same id, channel and extra
+fields) before the message goes back: until a worker starts it, the job reads as queued,
+and ``Job.result()`` waits for the new outcome.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from msgcore.constants import HEADER_JOB_ID
 from msgcore.ops.models import DeadLetter
 from msgcore.ops.registry import no_store_file
 from msgcore.settings import Settings
-from msgcore.store import JobStatus, Store, store_for
+from msgcore.store import JobRecord, JobStatus, Store, store_for
 
 __all__ = ["DeadJobs"]
 
 
 class DeadJobs:
-    """Forgets the ``dead`` job records of dead letters about to be replayed.
+    """Requeues (as ``pending``) the ``dead`` job records of dead letters about to be
+    replayed.
 
     Call it with each batch (it is a replay's ``prepare``); the store is opened on the
     first batch that carries a job id, and closed by ``close()``.
@@ -41,9 +44,13 @@ class DeadJobs:
         if store is None:
             return
         records = await store.get_jobs(job_ids)
-        dead = [job_id for job_id, r in records.items() if r.status is JobStatus.DEAD]
+        dead = [r for r in records.values() if r.status is JobStatus.DEAD]
         if dead:
-            await store.delete_jobs(dead)
+            await store.delete_jobs([r.job_id for r in dead])
+            now = time.time()
+            await store.create_jobs(
+                [JobRecord(r.job_id, r.channel, created_at=now, extra=r.extra) for r in dead]
+            )
 
     async def _open(self) -> Store | None:
         if self._store is None:
