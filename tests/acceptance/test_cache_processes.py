@@ -33,8 +33,8 @@ from services.render import Page, expected
 
 from msgcore import Client, RabbitSettings, RedisSettings, Settings
 from msgcore.router import PublisherHandle
-from tests.acceptance.test_pipeline_processes import Stack, kill_tree, terminate
 from tests.contract.harness import delete_rabbit_names
+from tests.processes import Stack, kill_tree, terminate
 
 pytestmark = [pytest.mark.slow]
 

@@ -42,13 +42,7 @@ from msgcore import (
     open_store,
 )
 from msgcore.store import FeedEvent
-from tests.acceptance.test_pipeline_processes import (
-    Proc,
-    Stack,
-    kill_tree,
-    terminate,
-)
-from tests.contract.harness import delete_rabbit_names
+from tests.processes import Proc, Stack, clean_servers, kill_tree, terminate, transport_env
 
 pytestmark = [pytest.mark.slow]
 
@@ -84,10 +78,7 @@ class Target:
     def env(self) -> dict[str, str]:
         """What every process of the case reads (msgcore Settings + the service)."""
         env = {
-            "MSGCORE_URL": self.url,
-            "MSGCORE_LOG_MESSAGES": "false",
-            "MSGCORE_REDIS__STREAM_PREFIX": f"{self.unique}:",
-            "MSGCORE_RABBIT__EXCHANGE": self.unique,
+            **transport_env(self.url, self.unique),
             "MSGCORE_JOBS_PREFIX": f"{self.unique}.",
             # the service's defaults, pinned against a developer's shell
             "MSGCORE_JOBS_MAX_WORKERS": "8",
@@ -113,20 +104,8 @@ class Target:
         return open_store(self.store_url, settings=self.settings())
 
     async def cleanup(self) -> None:
-        if self.name == "redis":
-            from redis.asyncio import Redis
-
-            client = Redis.from_url(self.url)
-            try:
-                keys = [k async for k in client.scan_iter(match=f"*{self.unique}*", count=1000)]
-                if keys:
-                    await client.delete(*keys)
-            finally:
-                await client.aclose()
-        elif self.name == "rabbit":
-            await delete_rabbit_names(
-                self.url, self.unique, {(self.channel, GROUP)}, {self.channel}
-            )
+        groups: set[tuple[str, str | None]] = {(self.channel, GROUP)}
+        await clean_servers(self.name, self.url, self.unique, groups, {self.channel})
 
 
 @pytest.fixture(params=["sqlite", "redis", "rabbit"])

@@ -13,123 +13,26 @@ once, so duplicates after a crash are reported, not failed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from msgcore import RabbitSettings, RedisSettings, Router, Settings, create_broker
-from tests.contract.harness import delete_rabbit_names
+from tests.processes import Proc, Stack, clean_servers, kill_tree, terminate, transport_env
 
 pytestmark = [pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
 TOTAL = 5_000
-READY = "FastStream app started successfully"
 APP_FORM = ["services.pipeline:app"]
 FACTORY_FORM = ["services.pipeline:make_app", "--factory"]
 # How long a case may take from the first publish until every id has arrived.
 DEADLINE = 45.0
-
-
-# -- processes ---------------------------------------------------------------------------
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def output(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def tail(self, chars: int = 3000) -> str:
-        return f"--- {self.name} (pid {self.pid}) output tail ---\n{self.output()[-chars:]}"
-
-
-@dataclass
-class Stack:
-    """The processes of one case; none outlives the test."""
-
-    tmp_path: Path
-    env: dict[str, str]
-    procs: list[Proc] = field(default_factory=list)
-
-    def spawn(self, name: str, args: list[str], **env: str) -> Proc:
-        log = self.tmp_path / f"{name}.log"
-        with log.open("wb") as out:
-            popen = subprocess.Popen(
-                [sys.executable, *args],
-                cwd=REPO,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env, **env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        proc = Proc(name, popen, log)
-        self.procs.append(proc)
-        return proc
-
-    def worker(self, name: str, form: list[str]) -> Proc:
-        return self.spawn(name, ["-m", "faststream", "run", *form])
-
-    def publisher(self, count: int) -> Proc:
-        return self.spawn("publisher", ["-m", "tests.acceptance.publish", str(count)])
-
-    async def wait_ready(self, *procs: Proc, within: float = 30.0) -> None:
-        deadline = time.monotonic() + within
-        for p in procs:
-            while READY not in p.output():
-                if p.popen.poll() is not None:
-                    pytest.fail(f"{p.name} exited with {p.popen.returncode} at startup\n{p.tail()}")
-                if time.monotonic() > deadline:
-                    pytest.fail(f"{p.name} not ready after {within}s\n{p.tail()}")
-                await asyncio.sleep(0.05)
-
-    def cleanup(self) -> None:
-        for p in self.procs:
-            if p.popen.poll() is None:
-                kill_tree(p)
-            with contextlib.suppress(Exception):
-                p.popen.wait(timeout=10)
-
-
-def kill_tree(proc: Proc) -> None:
-    with contextlib.suppress(psutil.Error):
-        root = psutil.Process(proc.pid)
-        for p in [*root.children(recursive=True), root]:
-            with contextlib.suppress(psutil.Error):
-                p.kill()  # SIGKILL
-
-
-async def terminate(proc: Proc, within: float = 20.0) -> int:
-    """SIGTERM: ``faststream run``'s graceful shutdown."""
-    if proc.popen.poll() is None:
-        proc.popen.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + within
-    while (code := proc.popen.poll()) is None:
-        if time.monotonic() > deadline:
-            pytest.fail(f"{proc.name} did not exit within {within}s of SIGTERM\n{proc.tail()}")
-        await asyncio.sleep(0.05)
-    return code
 
 
 # -- transports ----------------------------------------------------------------------------
@@ -145,10 +48,7 @@ class Target:
     def env(self) -> dict[str, str]:
         """What the worker and publisher processes read (msgcore Settings + the service)."""
         return {
-            "MSGCORE_URL": self.url,
-            "MSGCORE_LOG_MESSAGES": "false",
-            "MSGCORE_REDIS__STREAM_PREFIX": f"{self.unique}:",
-            "MSGCORE_RABBIT__EXCHANGE": self.unique,
+            **transport_env(self.url, self.unique),
             "MSGCORE_PIPELINE_PREFIX": f"{self.unique}.",
         }
 
@@ -161,23 +61,12 @@ class Target:
         )
 
     async def cleanup(self) -> None:
-        if self.name == "redis":
-            from redis.asyncio import Redis
-
-            client = Redis.from_url(self.url)
-            try:
-                keys = [k async for k in client.scan_iter(match=f"*{self.unique}*", count=1000)]
-                if keys:
-                    await client.delete(*keys)
-            finally:
-                await client.aclose()
-        elif self.name == "rabbit":
-            channels = {f"{self.unique}.pipeline.in", f"{self.unique}.pipeline.out"}
-            groups = {
-                (f"{self.unique}.pipeline.in", "workers"),
-                (f"{self.unique}.pipeline.out", "collector"),
-            }
-            await delete_rabbit_names(self.url, self.unique, groups, channels)
+        channels = {f"{self.unique}.pipeline.in", f"{self.unique}.pipeline.out"}
+        groups: set[tuple[str, str | None]] = {
+            (f"{self.unique}.pipeline.in", "workers"),
+            (f"{self.unique}.pipeline.out", "collector"),
+        }
+        await clean_servers(self.name, self.url, self.unique, groups, channels)
 
 
 @pytest.fixture(params=["sqlite", "redis", "rabbit"])

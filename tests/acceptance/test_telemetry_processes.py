@@ -20,8 +20,8 @@ import pytest
 from services.jobs import Task
 
 from msgcore import Client, RabbitSettings, RedisSettings, Settings, telemetry
-from tests.acceptance.test_pipeline_processes import Proc, Stack, terminate
 from tests.contract.harness import delete_rabbit_names
+from tests.processes import Proc, Stack, terminate
 
 pytestmark = [pytest.mark.slow]
 

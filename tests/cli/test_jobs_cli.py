@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.test_pipeline_processes import REPO, Stack, terminate
-from tests.contract.harness import delete_rabbit_names
+from tests.processes import REPO, Stack, clean_servers, terminate, transport_env
 
 GROUP = "workers"
 WORKER = ["-m", "faststream", "run", "tests.cli.failing_service:app"]
@@ -81,10 +80,7 @@ class Target:
     def env(self) -> dict[str, str]:
         """What the worker and every CLI call read: this test's names only."""
         env = {
-            "MSGCORE_URL": self.url,
-            "MSGCORE_LOG_MESSAGES": "false",
-            "MSGCORE_REDIS__STREAM_PREFIX": f"{self.unique}:",
-            "MSGCORE_RABBIT__EXCHANGE": self.unique,
+            **transport_env(self.url, self.unique),
             "MSGCORE_JOBS_PREFIX": f"{self.unique}.",
         }
         if self.store_url is not None:
@@ -95,20 +91,11 @@ class Target:
         return lambda: msgcore(*args, env=self.env, stdin=stdin)
 
     async def cleanup(self) -> None:
-        if self.name == "redis":
-            from redis.asyncio import Redis
-
-            client = Redis.from_url(self.url)
-            try:
-                keys = [k async for k in client.scan_iter(match=f"*{self.unique}*", count=1000)]
-                if keys:
-                    await client.delete(*keys)
-            finally:
-                await client.aclose()
-        elif self.name == "rabbit":
-            served = {self.channel(c) for c in ("jobs.square", "cli.fail", "cli.cached")}
-            channels = {*served, self.channel("nobody")}
-            await delete_rabbit_names(self.url, self.unique, {(c, GROUP) for c in served}, channels)
+        served = {self.channel(c) for c in ("jobs.square", "cli.fail", "cli.cached")}
+        groups: set[tuple[str, str | None]] = {(c, GROUP) for c in served}
+        await clean_servers(
+            self.name, self.url, self.unique, groups, {*served, self.channel("nobody")}
+        )
 
 
 @pytest.fixture(params=["sqlite", "redis", "rabbit"])

@@ -19,10 +19,10 @@ import psutil
 import pytest
 
 from msgcore.urls import redact_url
-from tests.acceptance.test_pipeline_processes import REPO
 from tests.cli.failing_service import EXIT_CODE
 from tests.cli.test_jobs_cli import msgcore, one_error_line, parallel
 from tests.contract.harness import delete_rabbit_names
+from tests.processes import REPO
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 

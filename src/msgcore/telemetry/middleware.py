@@ -93,31 +93,23 @@ class TracingMiddleware:
         self.process_duration = meter.create_histogram(
             "messaging.process.duration", unit="s", description="Time to process a message"
         )
-        # per channel: the span attributes and metric attributes, built once
-        self._consume_attrs: dict[str, dict[str, Any]] = {}
-        self._publish_attrs: dict[str, dict[str, Any]] = {}
-        self._metric_attrs: dict[str, dict[str, Any]] = {}
+        # per (channel, operation): the span attributes; operation None: the metric's
+        self._attrs: dict[tuple[str, str | None], dict[str, Any]] = {}
         self._new_span_id = _span_ids(telemetry.tracer_provider)
 
-    def consume_attrs(self, channel: str) -> dict[str, Any]:
-        attrs = self._consume_attrs.get(channel)
+    def attrs(self, channel: str, operation: str | None) -> dict[str, Any]:
+        """Attributes of ``channel``'s spans of ``operation`` (``process``/``publish``), or
+        of its metric (None: no operation), built once per channel."""
+        attrs = self._attrs.get((channel, operation))
         if attrs is None:
-            attrs = self._consume_attrs[channel] = {
-                SpanAttributes.MESSAGING_SYSTEM: self.system,
-                SpanAttributes.MESSAGING_DESTINATION_NAME: channel,
-                SpanAttributes.MESSAGING_OPERATION: "process",
-                ATTR_CHANNEL: channel,
-            }
-        return attrs
-
-    def metric_attrs(self, channel: str) -> dict[str, Any]:
-        attrs = self._metric_attrs.get(channel)
-        if attrs is None:
-            attrs = self._metric_attrs[channel] = {
+            attrs = {
                 SpanAttributes.MESSAGING_SYSTEM: self.system,
                 SpanAttributes.MESSAGING_DESTINATION_NAME: channel,
                 ATTR_CHANNEL: channel,
             }
+            if operation is not None:
+                attrs[SpanAttributes.MESSAGING_OPERATION] = operation
+            self._attrs[(channel, operation)] = attrs
         return attrs
 
     def start_span(
@@ -144,17 +136,6 @@ class TracingMiddleware:
                 )
         return self.tracer.start_span(name, context=parent, kind=kind, attributes=attrs)
 
-    def publish_attrs(self, channel: str) -> dict[str, Any]:
-        attrs = self._publish_attrs.get(channel)
-        if attrs is None:
-            attrs = self._publish_attrs[channel] = {
-                SpanAttributes.MESSAGING_SYSTEM: self.system,
-                SpanAttributes.MESSAGING_DESTINATION_NAME: channel,
-                SpanAttributes.MESSAGING_OPERATION: "publish",
-                ATTR_CHANNEL: channel,
-            }
-        return attrs
-
     def __call__(self, msg: Any, /, *, context: ContextRepo) -> _Tracing:
         return _Tracing(msg, context=context, owner=self)
 
@@ -175,7 +156,7 @@ class _Tracing(BaseMiddleware):
         headers = msg.headers
         parent = parse_traceparent(headers.get(TRACEPARENT), headers.get(TRACESTATE))
         parent_ctx = None if parent is None else trace.set_span_in_context(NonRecordingSpan(parent))
-        attrs = owner.consume_attrs(channel)
+        attrs = owner.attrs(channel, "process")
         span = owner.start_span(f"{channel} process", parent_ctx, SpanKind.CONSUMER, attrs)
         if span.is_recording():
             span.set_attribute(SpanAttributes.MESSAGING_MESSAGE_ID, msg.message_id)
@@ -187,7 +168,7 @@ class _Tracing(BaseMiddleware):
         token = otel_context.attach(self._process_ctx)
         try:
             return await _measured(
-                call_next(msg), span, owner.process_duration, owner.metric_attrs(channel)
+                call_next(msg), span, owner.process_duration, owner.attrs(channel, None)
             )
         finally:
             otel_context.detach(token)
@@ -195,7 +176,7 @@ class _Tracing(BaseMiddleware):
     async def publish_scope(self, call_next: Callable[[Any], Awaitable[Any]], cmd: Any) -> Any:
         owner = self.owner
         channel = owner.provider.get_publish_destination_name(cmd)
-        attrs = owner.publish_attrs(channel)
+        attrs = owner.attrs(channel, "publish")
         # a reply is published after the process scope has left: parent it explicitly
         current = trace.get_current_span().get_span_context()
         parent = self._process_ctx if not current.is_valid else None
