@@ -853,3 +853,27 @@ async def test_test_client_runs_handlers_in_memory(settings: Settings) -> None:
 
     assert seen.items[:2] == [("order", Order(id=3, item="pen"), 1), ("invoice", {"invoice": 3})]
     assert reply == {"invoice": 4}
+
+
+def test_connections_pack_commands_with_hiredis() -> None:
+    """msgcore's Redis pools pack commands with hiredis (redis-py's asyncio connections
+    pack in Python); the bytes on the wire are the same."""
+    from redis.asyncio.connection import Connection
+
+    from msgcore.adapters.redis.connection import (
+        HiredisConnection,
+        HiredisSSLConnection,
+        connection_class_for,
+    )
+
+    assert connection_class_for("redis://127.0.0.1:6379/0") is HiredisConnection
+    assert connection_class_for("rediss://example:6380/0") is HiredisSSLConnection
+    assert connection_class_for("memory://") is None
+    command = ("EVALSHA", "f" * 40, 2, "k:1", "k:2", 1.5, 7, b"\x00\xff", "é")
+    assert b"".join(HiredisConnection().pack_command(*command)) == b"".join(
+        Connection().pack_command(*command)
+    )
+    batch = [("SET", "a", "1"), ("GET", "a")]
+    assert b"".join(HiredisConnection().pack_commands(batch)) == b"".join(
+        Connection().pack_commands(batch)
+    )

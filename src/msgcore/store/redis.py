@@ -37,6 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from msgcore.adapters.redis.connection import connection_class_for
 from msgcore.adapters.redis.producer import CAPTURED, CapturedPublish
 from msgcore.adapters.redis.scripts import ScriptArg
 from msgcore.adapters.redis.settlement import CURRENT_DELIVERY, AckCommand
@@ -234,8 +235,12 @@ class RedisStore(Store):
         try:
             # Blocking: a burst of concurrent handlers waits for a pooled connection
             # instead of failing with "Too many connections".
+            packed = connection_class_for(self.url)
             pool = BlockingConnectionPool.from_url(
-                self.url, max_connections=_MAX_CONNECTIONS, timeout=_POOL_TIMEOUT
+                self.url,
+                max_connections=_MAX_CONNECTIONS,
+                timeout=_POOL_TIMEOUT,
+                **({} if packed is None else {"connection_class": packed}),
             )
         except ValueError as exc:
             raise InvalidURLError(

@@ -17,6 +17,7 @@ from faststream.redis.configs import ConnectionState
 from redis.asyncio import Redis
 from typing_extensions import override
 
+from msgcore.adapters.redis.connection import connection_class_for
 from msgcore.adapters.redis.envelope import Utf8BinaryMessageFormat
 from msgcore.adapters.redis.mover import DueMover
 from msgcore.adapters.redis.producer import MsgcoreRedisProducer
@@ -52,6 +53,8 @@ class MsgcoreRedisBroker(RedisBroker):
             log=self._log_line,
         )
         kwargs.setdefault("message_format", Utf8BinaryMessageFormat)
+        if "connection_class" not in kwargs and (packed := connection_class_for(url)):
+            kwargs["connection_class"] = packed
         if "max_connections" not in parse_qs(urlsplit(url).query):
             # FastStream's request() holds a pooled connection (its reply subscription)
             # until the reply arrives: leave room for many requests in flight.
