@@ -265,6 +265,9 @@ class Client:
             )
 
         async def send_all() -> None:
+            if len(items) == 1:  # no task per publish for a single submit
+                await send(items[0][0], records[0].job_id)
+                return
             await asyncio.gather(
                 *(send(p, r.job_id) for (p, _), r in zip(items, records, strict=True))
             )
