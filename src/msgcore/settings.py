@@ -126,6 +126,11 @@ class TelemetrySettings(BaseModel):
     service_name: str | None = Field(
         None, description="service.name of the spans (default OTEL_SERVICE_NAME, msgcore)."
     )
+    metrics: bool = Field(
+        True,
+        description="Also record metrics when msgcore sets up telemetry by itself (False: "
+        "traces only; a histogram recording per message costs about as much as a span).",
+    )
 
 
 class Settings(BaseSettings):

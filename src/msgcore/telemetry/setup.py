@@ -208,7 +208,8 @@ def active(settings: Any) -> Telemetry | None:
     ``setup()`` was called: that. Else ``MSGCORE_TELEMETRY__EXPORTER`` or the standard
     OTLP variables ask for it: ``setup()`` now (a ``faststream run`` worker needs no code
     for it). Else a global SDK tracer provider configured by the application: that one.
-    ``MSGCORE_TELEMETRY__ENABLED=false``: None.
+    ``MSGCORE_TELEMETRY__ENABLED=false``: None. ``MSGCORE_TELEMETRY__METRICS=false``: a
+    setup made here records no metrics.
     """
     config = settings.telemetry
     if not config.enabled:
@@ -223,7 +224,7 @@ def active(settings: Any) -> Telemetry | None:
         else None
     )
     if wants:
-        return setup(config.service_name, wants)
+        return setup(config.service_name, wants, metrics_enabled=config.metrics)
     provider = trace.get_tracer_provider()
     if isinstance(provider, TracerProvider):
         return Telemetry(tracer_provider=provider, meter_provider=metrics.get_meter_provider())
