@@ -1,7 +1,7 @@
 """What tracing costs: end-to-end throughput with msgcore's telemetry on and off.
 
     python bench/telemetry.py [--n 3000] [--rounds 3] [--only sqlite,redis,rabbit]
-                              [--loop uvloop|asyncio] [--work-ms 0]
+                              [--loop uvloop|asyncio] [--work-ms 0] [--no-metrics]
     OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1 python ...
 
 Both sides run the same ``msgcore.Router`` app (a handler that publishes its result
@@ -56,8 +56,9 @@ class _Drop(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-WORK = {"seconds": 0.0}
-"""CPU time each ``work`` call burns (``--work-ms``): tracing's cost against real work."""
+WORK = {"seconds": 0.0, "metrics": 1.0}
+"""CPU time each ``work`` call burns (``--work-ms``): tracing's cost against real work;
+``metrics`` 0: traces only (``--no-metrics``)."""
 
 
 def _burn(seconds: float) -> None:
@@ -71,7 +72,11 @@ async def once(transport: str, n: int, tmp: Path, *, traced: bool) -> tuple[floa
     tag = f"bt{uuid.uuid4().hex[:6]}"
     settings = settings_for(transport, tmp, tag, track=False)
     drop = _Drop()
-    tel = telemetry.setup("bench", drop, set_global=False) if traced else None
+    tel = (
+        telemetry.setup("bench", drop, set_global=False, metrics_enabled=WORK["metrics"] > 0)
+        if traced
+        else None
+    )
     router = Router(prefix=f"{tag}.")
     results = router.publisher("results")
     done = asyncio.Event()
@@ -117,11 +122,13 @@ async def once(transport: str, n: int, tmp: Path, *, traced: bool) -> tuple[floa
 
 async def main(args: argparse.Namespace) -> None:
     WORK["seconds"] = args.work_ms / 1000
+    WORK["metrics"] = 0.0 if args.no_metrics else 1.0
     sampler = os.environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on")
     console = Console(width=160)
     table = Table(
         title=f"tracing cost (N={args.n}, {args.rounds} rounds, loop={args.loop}, "
-        f"handler CPU {args.work_ms} ms, sampler {sampler} "
+        f"handler CPU {args.work_ms} ms, metrics {'off' if args.no_metrics else 'on'}, "
+        f"sampler {sampler} "
         f"{os.environ.get('OTEL_TRACES_SAMPLER_ARG', '')}, per-message logs off, "
         "spans batched and dropped)"
     )
@@ -157,5 +164,6 @@ if __name__ == "__main__":
     parser.add_argument("--only", default="sqlite,redis,rabbit")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--work-ms", type=float, default=0.0)
+    parser.add_argument("--no-metrics", action="store_true", help="traces only")
     parsed = parser.parse_args()
     run_loop(main, parsed)

@@ -76,11 +76,10 @@ def create_broker(*routers: Router, settings: Settings | None = None) -> Any:
         for decl in router.subscribers
     )
     telemetry = active(settings)
-    # job records, the result cache and msgcore's span attributes share the middleware
+    # job records and the result cache share the middleware (the tracing middleware sets
+    # the spans' channel and attempt: an untracked, traced broker does without it)
     tracker = (
-        JobTracker(settings, telemetry=telemetry)
-        if settings.jobs.track or cached or telemetry is not None
-        else None
+        JobTracker(settings, telemetry=telemetry) if settings.jobs.track or cached else None
     )
     # outermost of msgcore's routers: it sees each attempt's outcome before the
     # transport settles it, and user middlewares run inside the job's "running" state

@@ -308,12 +308,11 @@ class _JobMiddleware(BaseMiddleware):
         if tracked is None:
             return await call_next(msg)
         job_id = msg.headers.get(HEADER_JOB_ID) if self.tracker.track_jobs else None
-        span = trace.get_current_span()
-        if span.is_recording():
-            # inside the transport's process span (the telemetry middleware is outermost)
-            span.set_attribute(ATTR_CHANNEL, tracked.channel)
-            span.set_attribute(ATTR_ATTEMPT, MessageView(msg).attempt)
-            if job_id:
+        if job_id:
+            # inside the transport's process span (the tracing middleware is outermost
+            # and sets the channel and attempt)
+            span = trace.get_current_span()
+            if span.is_recording():
                 span.set_attribute(ATTR_JOB_ID, str(job_id))
         key = self._cache_key(tracked, msg)
         if job_id:

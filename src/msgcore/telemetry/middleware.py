@@ -41,7 +41,13 @@ from opentelemetry.trace import (
     TraceState,
 )
 
-from msgcore.telemetry.naming import ATTR_CHANNEL, ChannelNames, MsgcoreTelemetryProvider
+from msgcore.message import MessageView
+from msgcore.telemetry.naming import (
+    ATTR_ATTEMPT,
+    ATTR_CHANNEL,
+    ChannelNames,
+    MsgcoreTelemetryProvider,
+)
 
 if TYPE_CHECKING:
     from faststream._internal.context.repository import ContextRepo
@@ -159,6 +165,7 @@ class _Tracing(BaseMiddleware):
         attrs = owner.attrs(channel, "process")
         span = owner.start_span(f"{channel} process", parent_ctx, SpanKind.CONSUMER, attrs)
         if span.is_recording():
+            span.set_attribute(ATTR_ATTEMPT, MessageView(msg).attempt)
             span.set_attribute(SpanAttributes.MESSAGING_MESSAGE_ID, msg.message_id)
             if msg.correlation_id:
                 span.set_attribute(
