@@ -11,8 +11,6 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
-
 from msgcore import JobSettings, RabbitSettings, RedisSettings, Settings
 
 __all__ = ["RABBIT_URL", "REDIS_URL", "cleanup", "run_loop", "settings_for"]
@@ -45,17 +43,11 @@ async def cleanup(
     settings: Settings, tag: str, channels: set[str], group: str | None = None
 ) -> None:
     """Delete the run's Redis keys and RabbitMQ queues (quorum queues never expire)."""
-    if settings.transport == "redis" or (settings.store_url or "").startswith("redis"):
-        client = Redis.from_url(REDIS_URL)
-        try:
-            keys = [k async for k in client.scan_iter(match=f"{tag}:*", count=1000)]
-            if keys:
-                await client.delete(*keys)
-        finally:
-            await client.aclose()
-    if settings.transport == "rabbit":
-        from tests.contract.harness import delete_rabbit_names
+    from tests.contract.harness import delete_rabbit_names, delete_redis_keys
 
+    if settings.transport == "redis" or (settings.store_url or "").startswith("redis"):
+        await delete_redis_keys(REDIS_URL, f"{tag}:*")
+    if settings.transport == "rabbit":
         groups = {(c, group) for c in channels}
         await delete_rabbit_names(settings.url, tag, groups, channels)
 

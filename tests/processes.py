@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.contract.harness import delete_rabbit_names
+from tests.contract.harness import delete_rabbit_names, delete_redis_keys
 
 __all__ = [
     "READY",
@@ -58,15 +58,7 @@ async def clean_servers(
     """Delete what a case left on its server: Redis keys naming ``unique``; RabbitMQ
     queues of ``groups`` and exchanges of ``channels`` (quorum queues never expire)."""
     if name == "redis":
-        from redis.asyncio import Redis
-
-        client = Redis.from_url(url)
-        try:
-            keys = [k async for k in client.scan_iter(match=f"*{unique}*", count=1000)]
-            if keys:
-                await client.delete(*keys)
-        finally:
-            await client.aclose()
+        await delete_redis_keys(url, f"*{unique}*")
     elif name == "rabbit":
         await delete_rabbit_names(url, unique, groups, channels)
 

@@ -33,7 +33,7 @@ from services.render import Page, expected
 
 from msgcore import Client, RabbitSettings, RedisSettings, Settings
 from msgcore.router import PublisherHandle
-from tests.contract.harness import delete_rabbit_names
+from tests.contract.harness import delete_rabbit_names, delete_redis_keys
 from tests.processes import Stack, kill_tree, terminate
 
 pytestmark = [pytest.mark.slow]
@@ -83,15 +83,7 @@ class Case:
 
     async def cleanup(self) -> None:
         if self.redis_url is not None:
-            from redis.asyncio import Redis
-
-            client = Redis.from_url(self.redis_url)
-            try:
-                keys = [k async for k in client.scan_iter(match=f"{self.unique}:*", count=1000)]
-                if keys:
-                    await client.delete(*keys)
-            finally:
-                await client.aclose()
+            await delete_redis_keys(self.redis_url, f"{self.unique}:*")
         if self.transport == "rabbit":
             await delete_rabbit_names(
                 self.url, self.unique, {(self.channel, GROUP)}, {self.channel}

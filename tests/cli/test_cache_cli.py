@@ -17,6 +17,7 @@ from msgcore.store import Store
 from msgcore.store.cache import CacheFill
 from msgcore.store.redis import RedisStore
 from msgcore.store.sqlite import SqliteStore
+from tests.contract.harness import delete_redis_keys
 
 
 def msgcore(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -55,13 +56,7 @@ async def filled(
         await store.cache_lookup("a", now=time.time())
         yield env, store
         if request.param == "redis":
-            from redis.asyncio import Redis
-
-            client = Redis.from_url(url)
-            keys = [k async for k in client.scan_iter(match=f"{unique}:*", count=1000)]
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()
+            await delete_redis_keys(url, f"{unique}:*")
 
 
 def by_channel(output: str) -> dict[str, dict[str, Any]]:

@@ -21,7 +21,7 @@ import pytest
 from msgcore.urls import redact_url
 from tests.cli.failing_service import EXIT_CODE
 from tests.cli.test_jobs_cli import msgcore, one_error_line, parallel
-from tests.contract.harness import delete_rabbit_names
+from tests.contract.harness import delete_rabbit_names, delete_redis_keys
 from tests.processes import REPO
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -134,13 +134,7 @@ async def any_runner(
     finally:
         r.cleanup()
         if request.param == "redis":
-            from redis.asyncio import Redis
-
-            client = Redis.from_url(r.url)
-            keys = [k async for k in client.scan_iter(match=f"{unique}:*", count=1000)]
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()
+            await delete_redis_keys(r.url, f"{unique}:*")
         elif request.param == "rabbit":
             channel = f"{unique}.jobs.square"
             await delete_rabbit_names(r.url, unique, {(channel, "workers")}, {channel})

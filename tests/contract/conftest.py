@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.contract.harness import delete_redis_keys
+
 from .harness import Transport
 
 TRANSPORTS = ("sqlite", "redis", "rabbit")
@@ -113,12 +115,4 @@ async def store_url(
     else:
         url = str(request.getfixturevalue("redis_url"))
         yield url
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(url)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{unique}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    await delete_redis_keys(url, f"{unique}:*")

@@ -169,15 +169,7 @@ class Transport:
             await self._cleanup_rabbit()
 
     async def _cleanup_redis(self) -> None:
-        from redis.asyncio import Redis
-
-        client = Redis.from_url(self.url)
-        try:
-            keys = [k async for k in client.scan_iter(match=f"*{self.unique}*", count=1000)]
-            if keys:
-                await client.delete(*keys)
-        finally:
-            await client.aclose()
+        await delete_redis_keys(self.url, f"*{self.unique}*")
 
     async def _cleanup_rabbit(self) -> None:
         await delete_rabbit_names(self.url, self.unique, self._declared, self._channels)
@@ -186,6 +178,19 @@ class Transport:
 # Wait and delay queues are named by their TTL, a power of two in ms; the tests wait at
 # most a few seconds.
 _TTL_BUCKETS = [1 << n for n in range(14)]
+
+
+async def delete_redis_keys(url: str, match: str) -> None:
+    """Delete the keys matching ``match`` (a test's or a benchmark run's names)."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url)
+    try:
+        keys = [k async for k in client.scan_iter(match=match, count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 async def delete_rabbit_names(

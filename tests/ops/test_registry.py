@@ -6,13 +6,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis
 
 from msgcore import Router, Store
 from msgcore.constants import DEFAULT_GROUP
 from msgcore.store import store_for
 from msgcore.store.redis import RedisStore
 from msgcore.store.sqlite import SqliteStore
+from tests.contract.harness import delete_redis_keys
 
 from .conftest import Ops
 
@@ -29,13 +29,7 @@ async def store(
     async with opened:
         yield opened
     if request.param == "redis":
-        client = Redis.from_url(url)
-        try:
-            keys = [k async for k in client.scan_iter(match=f"{unique}:*", count=1000)]
-            if keys:
-                await client.delete(*keys)
-        finally:
-            await client.aclose()
+        await delete_redis_keys(url, f"{unique}:*")
 
 
 async def test_register_is_idempotent_and_sorted(store: Store) -> None:

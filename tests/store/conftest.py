@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis
 
 from msgcore.store import Store
 from msgcore.store.redis import RedisStore
 from msgcore.store.sqlite import SqliteStore
+from tests.contract.harness import delete_redis_keys
 
 OpenStore = Callable[[], Awaitable[Store]]
 
@@ -44,13 +44,7 @@ async def open_store(
     for store in opened:
         await store.close()
     if request.param == "redis":
-        client = Redis.from_url(url)
-        try:
-            keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
-            if keys:
-                await client.delete(*keys)
-        finally:
-            await client.aclose()
+        await delete_redis_keys(url, f"{prefix}*")
 
 
 @pytest.fixture
