@@ -31,6 +31,7 @@ __all__ = [
     "kill_tree",
     "terminate",
     "transport_env",
+    "wait_exit",
 ]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,13 +138,18 @@ def kill_tree(proc: Proc) -> None:
                 p.kill()  # SIGKILL
 
 
+async def wait_exit(proc: Proc, within: float, why: str = "") -> int:
+    """``proc``'s exit code once it exits; the test fails after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while (code := proc.popen.poll()) is None:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{proc.name} did not exit within {within}s{why}\n{proc.tail()}")
+        await asyncio.sleep(0.05)
+    return code
+
+
 async def terminate(proc: Proc, within: float = 20.0) -> int:
     """SIGTERM: ``faststream run``'s graceful shutdown."""
     if proc.popen.poll() is None:
         proc.popen.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + within
-    while (code := proc.popen.poll()) is None:
-        if time.monotonic() > deadline:
-            pytest.fail(f"{proc.name} did not exit within {within}s of SIGTERM\n{proc.tail()}")
-        await asyncio.sleep(0.05)
-    return code
+    return await wait_exit(proc, within, " of SIGTERM")

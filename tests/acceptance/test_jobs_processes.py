@@ -42,7 +42,15 @@ from msgcore import (
     open_store,
 )
 from msgcore.store import FeedEvent
-from tests.processes import Proc, Stack, clean_servers, kill_tree, terminate, transport_env
+from tests.processes import (
+    Proc,
+    Stack,
+    clean_servers,
+    kill_tree,
+    terminate,
+    transport_env,
+    wait_exit,
+)
 
 pytestmark = [pytest.mark.slow]
 
@@ -179,15 +187,6 @@ def timings(request: pytest.FixtureRequest) -> list[str]:
 def worker_id_of(proc: Proc) -> str:
     """The tail of the ``host:pid`` job records name their worker by."""
     return f":{proc.pid}"
-
-
-async def wait_exit(proc: Proc, within: float) -> int:
-    deadline = time.monotonic() + within
-    while (code := proc.popen.poll()) is None:
-        if time.monotonic() > deadline:
-            pytest.fail(f"{proc.name} still running after {within}s\n{proc.tail()}")
-        await asyncio.sleep(0.1)
-    return code
 
 
 def last_json(proc: Proc) -> dict[str, Any]:

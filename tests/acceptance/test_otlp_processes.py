@@ -11,10 +11,8 @@ id, and that the worker's metrics arrive too.
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,7 +25,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.processes import Stack, clean_servers, terminate, transport_env
+from tests.processes import Stack, clean_servers, terminate, transport_env, wait_exit
 
 pytestmark = [pytest.mark.slow]
 
@@ -157,12 +155,7 @@ async def test_compose_services_export_one_trace_per_job_over_otlp(
         client = stack.spawn(
             "client", ["-m", "services.submit_demo", str(JOBS)], OTEL_SERVICE_NAME="jobs-client"
         )
-        deadline = time.monotonic() + 60
-        while client.popen.poll() is None:
-            if time.monotonic() > deadline:
-                pytest.fail(f"the client did not finish\n{client.tail()}")
-            await asyncio.sleep(0.1)
-        assert client.popen.returncode == 0, client.tail()
+        assert await wait_exit(client, 60) == 0, client.tail()
         assert f"'completed': {JOBS}" in client.output(), client.tail()
         assert await terminate(worker) == 0  # its exporters flush at exit
     finally:
