@@ -732,3 +732,30 @@ async def test_database_from_a_newer_msgcore_raises_schema_version_error(
             "SELECT value FROM msgcore_meta WHERE key = 'schema_version'"
         ).fetchone() == ("99",)
     assert stored_bodies(db_path, "q") == [b"kept"]
+
+
+async def test_a_database_already_set_up_opens_while_another_process_writes(
+    tmp_path: Path,
+) -> None:
+    """A worker starting beside busy ones reads that the schema is in place and needs
+    no write lock to connect (only a new or older file is set up in a write)."""
+    from msgcore.sqlite.client.connection import SqliteClient
+
+    path = str(tmp_path / "busy.db")
+    first = SqliteClient(path, busy_timeout=0.5)
+    await first.connect()
+    await first.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process in a long write transaction
+    try:
+        second = SqliteClient(path, busy_timeout=0.2)
+        started = time.monotonic()
+        await second.connect()
+        assert time.monotonic() - started < 0.2
+        await second.close()
+        fresh = SqliteClient(str(tmp_path / "other.db"), busy_timeout=0.2)
+        await fresh.connect()  # a new file is set up as before
+        await fresh.close()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

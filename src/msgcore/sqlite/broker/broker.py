@@ -177,7 +177,13 @@ class SqliteBroker(
             self._connection_kwargs["path"], busy_timeout=self._connection_kwargs["busy_timeout"]
         )
         await client.connect()
-        await client.delete_expired()
+        try:
+            await client.delete_expired()
+        except BaseException:
+            # FastStream keeps no connection from a failed _connect: close it here, or
+            # its aiosqlite thread keeps the process from exiting.
+            await client.close()
+            raise
         notifier = Notifier(
             client,
             min_interval=self.config.min_poll_interval,

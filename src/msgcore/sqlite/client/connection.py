@@ -191,17 +191,20 @@ class SqliteClient(QueueTransport):
             conn.execute(pragma)
         # Probe the file before writing: a non-database file fails here with NOTADB.
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in q.SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(q.SET_SCHEMA_VERSION, (str(SCHEMA_VERSION),))
-            found = int(conn.execute(q.GET_SCHEMA_VERSION).fetchone()[0])
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        found = SqliteClient._schema_in_place(conn)
+        if found is None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in q.SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(q.SET_SCHEMA_VERSION, (str(SCHEMA_VERSION),))
+                conn.execute(q.SET_SCHEMA_DIGEST, (q.SCHEMA_DIGEST,))
+                found = int(conn.execute(q.GET_SCHEMA_VERSION).fetchone()[0])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
         # From here on write transactions wait in _locked(), in finer steps.
         conn.execute("PRAGMA busy_timeout=0")
         if found > SCHEMA_VERSION:
@@ -209,6 +212,22 @@ class SqliteClient(QueueTransport):
                 f"The database was created by a newer msgcore (schema {found}, this version "
                 f"reads {SCHEMA_VERSION}). Upgrade msgcore on this host."
             )
+
+    @staticmethod
+    def _schema_in_place(conn: sqlite3.Connection) -> int | None:
+        """The schema version when this version's tables are in place already, else None.
+
+        A read, so that a worker starting beside busy ones does not queue for the write
+        lock (SQLite's busy handler is not fair: a waiter can miss every gap between
+        another process's transactions).
+        """
+        try:
+            version, digest = conn.execute(q.GET_SCHEMA_STATE).fetchone()
+        except sqlite3.OperationalError:  # a new file: no tables yet
+            return None
+        if version is None or digest != q.SCHEMA_DIGEST:
+            return None
+        return int(version)
 
     async def _close_quietly(self) -> None:
         if self._conn is not None:

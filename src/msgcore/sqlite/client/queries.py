@@ -9,6 +9,7 @@ deadline of a claimed row. A row is claimable exactly when ``visible_at <= now``
 ready rows, due delayed rows and rows whose worker stopped renewing its lease.
 """
 
+import hashlib
 from typing import Final
 
 from msgcore.constants import (
@@ -91,6 +92,17 @@ CREATE INDEX IF NOT EXISTS {DLQ}_queue ON {DLQ} (queue, failed_at);
 """
 
 GET_SCHEMA_VERSION: Final = f"SELECT value FROM {META} WHERE key = 'schema_version'"
+# The digest of SCHEMA that last set the file up: equal, the tables exist as SCHEMA has
+# them and a starting connection needs no write transaction.
+SCHEMA_DIGEST: Final = hashlib.sha256(SCHEMA.encode()).hexdigest()
+GET_SCHEMA_STATE: Final = (
+    f"SELECT (SELECT value FROM {META} WHERE key = 'schema_version'), "
+    f"(SELECT value FROM {META} WHERE key = 'schema_digest')"
+)
+SET_SCHEMA_DIGEST: Final = (
+    f"INSERT INTO {META} (key, value) VALUES ('schema_digest', ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
 SET_SCHEMA_VERSION: Final = (
     f"INSERT INTO {META} (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING"
 )
