@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from faststream import Header
+from opentelemetry import trace
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -121,6 +123,81 @@ async def test_one_trace_from_submit_to_completion(
         ),
         ("thumbs publish", "PRODUCER", {"msgcore.channel": "thumbs"}),
     ]
+
+
+async def test_a_publish_outside_any_span_starts_the_trace(
+    transport: Transport, traces: Telemetry, unique: str, tmp_path: Any
+) -> None:
+    router = Router(prefix=f"{unique}.")
+    send = router.publisher("work")
+
+    @router.subscriber("work")
+    async def work(n: int) -> None:
+        return None
+
+    async with running(transport, router, f"sqlite:///{tmp_path / 'store.db'}"):
+        traces.clear()
+        await send.publish(1)
+        names = {f"{unique}.work publish", f"{unique}.work process"}
+        await wait_until(lambda: names <= {s.name for s in traces.spans()}, what=f"spans {names}")
+        by_name = {s.name: s for s in traces.spans()}
+    publish, process = by_name[f"{unique}.work publish"], by_name[f"{unique}.work process"]
+    assert publish.parent is None
+    assert process.parent is not None and process.parent.span_id == publish.context.span_id
+    assert process.context.trace_id == publish.context.trace_id
+
+
+async def test_unsampled_traces_carry_their_trace_id_across_hops(
+    transport: Transport, unique: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Head sampling (the SDK's ``parentbased_traceidratio``) drops a trace: no span is
+    exported, but every hop still sees the one trace id (logs and downstream services
+    correlate on it) and the metrics count every message."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+    tel = telemetry.setup("contract", "memory", set_global=False)
+    router = Router(prefix=f"{unique}.")
+    onward = router.publisher("thumbs")
+    seen: dict[str, tuple[int, bool, str | None]] = {}
+
+    def note(hop: str, header: Any) -> None:
+        ctx = trace.get_current_span().get_span_context()
+        seen[hop] = (ctx.trace_id, ctx.trace_flags.sampled, header)
+
+    @router.subscriber("render")
+    @onward
+    async def render(doc: str, traceparent: str | None = Header(default=None)) -> str:
+        note("render", traceparent)
+        return doc.upper()
+
+    @router.subscriber("thumbs")
+    async def thumbs(doc: str, traceparent: str | None = Header(default=None)) -> None:
+        note("thumbs", traceparent)
+
+    try:
+        store_url = f"sqlite:///{tmp_path / 'store.db'}"
+        async with running(transport, router, store_url) as client:
+            job = await client.submit(f"{unique}.render", "a.md")
+            assert await job.result(timeout=10) == "A.MD"
+            await wait_until(lambda: "thumbs" in seen, what="the second hop")
+            tel.flush()
+            assert tel.spans() == []
+            found = metric_points(tel)
+        (render_trace, render_sampled, render_header), (thumbs_trace, thumbs_sampled, header) = (
+            seen["render"],
+            seen["thumbs"],
+        )
+        assert render_trace and render_trace == thumbs_trace
+        assert not render_sampled and not thumbs_sampled
+        # (the SDK sets the W3C "random trace id" flag 02 beside the unset sampled flag 01)
+        assert render_header is not None and not int(render_header[53:], 16) & 1
+        # the onward message names a new (unrecorded) parent in the same trace
+        assert header is not None and header[3:35] == f"{render_trace:032x}"
+        assert header[53:] == render_header[53:] and header != render_header
+        assert found[("messaging.process.duration", f"{unique}.render")] == 1
+        assert found[("messaging.process.duration", f"{unique}.thumbs")] == 1
+    finally:
+        telemetry.reset()
 
 
 async def test_cache_hits_and_misses_are_on_the_spans(

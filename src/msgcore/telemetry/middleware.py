@@ -15,7 +15,9 @@ on every publish and consume, context scopes. This one keeps to what a trace nee
 Measured per message (docs/benchmarks.md "Tracing"): a histogram recording costs about as
 much as a span (OpenTelemetry cleans, copies and hashes the attributes each time), and
 a span whose parent is not sampled still goes through the SDK's sampler. So there is one
-recording per processed message, and children of unsampled parents are made here.
+recording per processed message, and the child of an unsampled parent (most messages
+under head sampling) is a context made here: no parent span object, no sampler call, no
+span on a publish.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 from faststream import BaseMiddleware
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.metrics import Histogram
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.semconv.trace import SpanAttributes
 from opentelemetry.trace import (
@@ -66,8 +67,8 @@ def format_traceparent(ctx: SpanContext) -> str:
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
 
 
-def parse_traceparent(value: Any, state: Any = None) -> SpanContext | None:
-    """The remote parent of a ``traceparent`` header (version 00), or None if invalid."""
+def _parse(value: Any) -> tuple[int, int, int] | None:
+    """(trace id, span id, flags) of a ``traceparent`` header (version 00), or None."""
     if not isinstance(value, str) or len(value) != 55:
         return None
     version, trace_id, span_id, flags = value[:2], value[3:35], value[36:52], value[53:]
@@ -78,13 +79,25 @@ def parse_traceparent(value: Any, state: Any = None) -> SpanContext | None:
     tid, sid = int(trace_id, 16), int(span_id, 16)
     if not tid or not sid:
         return None
-    trace_state = TraceState.from_header([state]) if isinstance(state, str) and state else None
+    return tid, sid, int(flags, 16)
+
+
+def _trace_state(state: Any) -> TraceState | None:
+    return TraceState.from_header([state]) if isinstance(state, str) and state else None
+
+
+def parse_traceparent(value: Any, state: Any = None) -> SpanContext | None:
+    """The remote parent of a ``traceparent`` header (version 00), or None if invalid."""
+    parsed = _parse(value)
+    if parsed is None:
+        return None
+    tid, sid, flags = parsed
     return SpanContext(
         trace_id=tid,
         span_id=sid,
         is_remote=True,
-        trace_flags=TraceFlags(int(flags, 16) & 0x01),
-        trace_state=trace_state,
+        trace_flags=TraceFlags(flags),
+        trace_state=_trace_state(state),
     )
 
 
@@ -101,7 +114,9 @@ class TracingMiddleware:
         )
         # per (channel, operation): the span attributes; operation None: the metric's
         self._attrs: dict[tuple[str, str | None], dict[str, Any]] = {}
-        self._new_span_id = _span_ids(telemetry.tracer_provider)
+        self.new_span_id = _span_ids(telemetry.tracer_provider)
+        """Span ids for children of unsampled parents, made here (None: the sampler may
+        record such a child, every span goes through the SDK)."""
 
     def attrs(self, channel: str, operation: str | None) -> dict[str, Any]:
         """Attributes of ``channel``'s spans of ``operation`` (``process``/``publish``), or
@@ -118,41 +133,41 @@ class TracingMiddleware:
             self._attrs[(channel, operation)] = attrs
         return attrs
 
-    def start_span(
-        self,
-        name: str,
-        parent: otel_context.Context | None,
-        kind: SpanKind,
-        attrs: dict[str, Any],
-    ) -> Span:
-        """``tracer.start_span``, except under a parent that is not sampled when the
-        sampler would drop the child anyway (``ParentBased`` with its default
-        delegates): that child is made here, without the SDK's sampling work."""
-        if self._new_span_id is not None:
-            up = trace.get_current_span(parent).get_span_context()
-            if up.is_valid and not up.trace_flags.sampled:
-                return NonRecordingSpan(
-                    SpanContext(
-                        trace_id=up.trace_id,
-                        span_id=self._new_span_id(),
-                        is_remote=False,
-                        trace_flags=up.trace_flags,
-                        trace_state=up.trace_state,
-                    )
-                )
-        return self.tracer.start_span(name, context=parent, kind=kind, attributes=attrs)
+    def unsampled_child(
+        self, trace_id: int, flags: int, state: TraceState | None
+    ) -> SpanContext | None:
+        """The context of a child of a parent in trace ``trace_id`` with ``flags``, when
+        the parent is not sampled and the sampler drops its children anyway
+        (``ParentBased`` with its default delegates): made here, without a span object
+        or the SDK's sampling work. Else None."""
+        if self.new_span_id is None or flags & TraceFlags.SAMPLED:
+            return None
+        return SpanContext(
+            trace_id=trace_id,
+            span_id=self.new_span_id(),
+            is_remote=False,
+            trace_flags=TraceFlags(flags),
+            trace_state=state,
+        )
 
     def __call__(self, msg: Any, /, *, context: ContextRepo) -> _Tracing:
         return _Tracing(msg, context=context, owner=self)
 
 
 class _Tracing(BaseMiddleware):
-    __slots__ = ("_process_ctx", "owner")
+    __slots__ = ("_process", "owner")
 
     def __init__(self, msg: Any, /, *, context: ContextRepo, owner: TracingMiddleware) -> None:
         super().__init__(msg, context=context)
         self.owner = owner
-        self._process_ctx: otel_context.Context | None = None
+        self._process: Span | None = None
+
+    # No on_receive/after_processed hooks: entering and leaving are free.
+    async def __aenter__(self) -> _Tracing:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> bool:
+        return False
 
     async def consume_scope(
         self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]
@@ -160,42 +175,107 @@ class _Tracing(BaseMiddleware):
         owner = self.owner
         channel = owner.provider.get_consume_destination_name(msg)
         headers = msg.headers
-        parent = parse_traceparent(headers.get(TRACEPARENT), headers.get(TRACESTATE))
-        parent_ctx = None if parent is None else trace.set_span_in_context(NonRecordingSpan(parent))
-        attrs = owner.attrs(channel, "process")
-        span = owner.start_span(f"{channel} process", parent_ctx, SpanKind.CONSUMER, attrs)
-        if span.is_recording():
-            span.set_attribute(ATTR_ATTEMPT, MessageView(msg).attempt)
-            span.set_attribute(SpanAttributes.MESSAGING_MESSAGE_ID, msg.message_id)
-            if msg.correlation_id:
-                span.set_attribute(
-                    SpanAttributes.MESSAGING_MESSAGE_CONVERSATION_ID, msg.correlation_id
+        parsed = _parse(headers.get(TRACEPARENT))
+        state = _trace_state(headers.get(TRACESTATE))
+        child = None if parsed is None else owner.unsampled_child(parsed[0], parsed[2], state)
+        span: Span
+        if child is not None:
+            # the common case under head sampling: one context, no parent span object
+            span = NonRecordingSpan(child)
+            ctx = trace.set_span_in_context(span)
+        else:
+            parent = None
+            if parsed is not None:
+                parent = trace.set_span_in_context(
+                    NonRecordingSpan(
+                        SpanContext(
+                            trace_id=parsed[0],
+                            span_id=parsed[1],
+                            is_remote=True,
+                            trace_flags=TraceFlags(parsed[2]),
+                            trace_state=state,
+                        )
+                    )
                 )
-        self._process_ctx = trace.set_span_in_context(span, parent_ctx)
-        token = otel_context.attach(self._process_ctx)
-        try:
-            return await _measured(
-                call_next(msg), span, owner.process_duration, owner.attrs(channel, None)
+            span = owner.tracer.start_span(
+                f"{channel} process",
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                attributes=owner.attrs(channel, "process"),
             )
+            if span.is_recording():
+                span.set_attribute(ATTR_ATTEMPT, MessageView(msg).attempt)
+                span.set_attribute(SpanAttributes.MESSAGING_MESSAGE_ID, msg.message_id)
+                if msg.correlation_id:
+                    span.set_attribute(
+                        SpanAttributes.MESSAGING_MESSAGE_CONVERSATION_ID, msg.correlation_id
+                    )
+            ctx = trace.set_span_in_context(span, parent)
+        self._process = span
+        token = otel_context.attach(ctx)
+        started = time.perf_counter()
+        failed: str | None = None
+        try:
+            return await call_next(msg)
+        except Exception as exc:
+            failed = type(exc).__name__
+            _failed(span, exc)
+            raise
         finally:
             otel_context.detach(token)
+            span.end()
+            metric = owner.attrs(channel, None)
+            owner.process_duration.record(
+                time.perf_counter() - started,
+                metric if failed is None else {**metric, "error.type": failed},
+            )
 
     async def publish_scope(self, call_next: Callable[[Any], Awaitable[Any]], cmd: Any) -> Any:
         owner = self.owner
+        up = trace.get_current_span().get_span_context()
+        parent = None
+        if not up.is_valid and self._process is not None:
+            # a reply is published after the process scope has left: parent it explicitly
+            up = self._process.get_span_context()
+            parent = trace.set_span_in_context(self._process)
+        child = (
+            owner.unsampled_child(up.trace_id, up.trace_flags, up.trace_state)
+            if up.is_valid
+            else None  # a root: the sampler decides
+        )
+        if child is not None:
+            _inject(cmd, child)
+            return await call_next(cmd)
         channel = owner.provider.get_publish_destination_name(cmd)
-        attrs = owner.attrs(channel, "publish")
-        # a reply is published after the process scope has left: parent it explicitly
-        current = trace.get_current_span().get_span_context()
-        parent = self._process_ctx if not current.is_valid else None
-        span = owner.start_span(f"{channel} publish", parent, SpanKind.PRODUCER, attrs)
-        ctx = span.get_span_context()
-        if ctx.is_valid:
-            headers = dict(cmd.headers or {})
-            headers[TRACEPARENT] = format_traceparent(ctx)
-            if ctx.trace_state:
-                headers[TRACESTATE] = ctx.trace_state.to_header()
-            cmd.headers = headers
-        return await _measured(call_next(cmd), span)
+        span = owner.tracer.start_span(
+            f"{channel} publish",
+            context=parent,
+            kind=SpanKind.PRODUCER,
+            attributes=owner.attrs(channel, "publish"),
+        )
+        _inject(cmd, span.get_span_context())
+        try:
+            return await call_next(cmd)
+        except Exception as exc:
+            _failed(span, exc)
+            raise
+        finally:
+            span.end()
+
+
+def _inject(cmd: Any, ctx: SpanContext) -> None:
+    if ctx.is_valid:
+        headers = dict(cmd.headers or {})
+        headers[TRACEPARENT] = format_traceparent(ctx)
+        if ctx.trace_state:
+            headers[TRACESTATE] = ctx.trace_state.to_header()
+        cmd.headers = headers
+
+
+def _failed(span: Span, exc: Exception) -> None:
+    if span.is_recording():
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, str(exc)))
 
 
 def _span_ids(provider: Any) -> Callable[[], int] | None:
@@ -210,29 +290,3 @@ def _span_ids(provider: Any) -> Callable[[], int] | None:
         return None
     new_id: Callable[[], int] = generator.generate_span_id
     return new_id
-
-
-async def _measured(
-    step: Awaitable[Any],
-    span: Span,
-    duration: Histogram | None = None,
-    attrs: dict[str, Any] | None = None,
-) -> Any:
-    """Await ``step``; then end ``span`` (with the error, if any) and record its duration
-    in ``duration`` (failures with ``error.type``, as FastStream's middleware records
-    them)."""
-    started = time.perf_counter()
-    failed: str | None = None
-    try:
-        return await step
-    except Exception as exc:
-        failed = type(exc).__name__
-        if span.is_recording():
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, str(exc)))
-        raise
-    finally:
-        span.end()
-        if duration is not None and attrs is not None:
-            metric = attrs if failed is None else {**attrs, "error.type": failed}
-            duration.record(time.perf_counter() - started, metric)

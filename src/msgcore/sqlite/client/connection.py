@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import aiosqlite
 
@@ -109,8 +109,13 @@ def _locked(c: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], busy_t
     return result
 
 
+# one encoder: json.dumps with arguments builds a new one per call (a traced message
+# always has headers)
+_HEADERS_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def _headers_json(headers: dict[str, Any] | None) -> str | None:
-    return json.dumps(headers, separators=(",", ":"), default=str) if headers else None
+    return _HEADERS_ENCODER.encode(headers) if headers else None
 
 
 def _row_to_message(
