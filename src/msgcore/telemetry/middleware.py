@@ -89,15 +89,13 @@ def _trace_state(state: Any) -> TraceState | None:
 def parse_traceparent(value: Any, state: Any = None) -> SpanContext | None:
     """The remote parent of a ``traceparent`` header (version 00), or None if invalid."""
     parsed = _parse(value)
-    if parsed is None:
-        return None
+    return None if parsed is None else _remote(parsed, _trace_state(state))
+
+
+def _remote(parsed: tuple[int, int, int], state: TraceState | None) -> SpanContext:
     tid, sid, flags = parsed
     return SpanContext(
-        trace_id=tid,
-        span_id=sid,
-        is_remote=True,
-        trace_flags=TraceFlags(flags),
-        trace_state=_trace_state(state),
+        trace_id=tid, span_id=sid, is_remote=True, trace_flags=TraceFlags(flags), trace_state=state
     )
 
 
@@ -186,17 +184,7 @@ class _Tracing(BaseMiddleware):
         else:
             parent = None
             if parsed is not None:
-                parent = trace.set_span_in_context(
-                    NonRecordingSpan(
-                        SpanContext(
-                            trace_id=parsed[0],
-                            span_id=parsed[1],
-                            is_remote=True,
-                            trace_flags=TraceFlags(parsed[2]),
-                            trace_state=state,
-                        )
-                    )
-                )
+                parent = trace.set_span_in_context(NonRecordingSpan(_remote(parsed, state)))
             span = owner.tracer.start_span(
                 f"{channel} process",
                 context=parent,
