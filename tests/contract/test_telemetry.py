@@ -20,13 +20,25 @@ from .harness import Transport, running, wait_until
 SYSTEM = {"sqlite": "sqlite", "redis": "redis", "rabbit": "rabbitmq"}
 
 
-@pytest.fixture
-def traces() -> Iterator[Telemetry]:
+def _memory_traces() -> Iterator[Telemetry]:
     tel = telemetry.setup("contract", "memory", set_global=False)
     try:
         yield tel
     finally:
         telemetry.reset()
+
+
+@pytest.fixture
+def traces() -> Iterator[Telemetry]:
+    yield from _memory_traces()
+
+
+@pytest.fixture
+def unsampled_traces(monkeypatch: pytest.MonkeyPatch) -> Iterator[Telemetry]:
+    """``traces`` under head sampling that keeps no trace (the SDK's own variables)."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+    yield from _memory_traces()
 
 
 def shape(spans: list[ReadableSpan], unique: str) -> list[tuple[str, str, dict[str, Any]]]:
@@ -148,14 +160,12 @@ async def test_a_publish_outside_any_span_starts_the_trace(
 
 
 async def test_unsampled_traces_carry_their_trace_id_across_hops(
-    transport: Transport, unique: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    transport: Transport, unsampled_traces: Telemetry, unique: str, tmp_path: Any
 ) -> None:
     """Head sampling (the SDK's ``parentbased_traceidratio``) drops a trace: no span is
     exported, but every hop still sees the one trace id (logs and downstream services
     correlate on it) and the metrics count every message."""
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
-    tel = telemetry.setup("contract", "memory", set_global=False)
+    tel = unsampled_traces
     router = Router(prefix=f"{unique}.")
     onward = router.publisher("thumbs")
     seen: dict[str, tuple[int, bool, str | None]] = {}
@@ -174,30 +184,27 @@ async def test_unsampled_traces_carry_their_trace_id_across_hops(
     async def thumbs(doc: str, traceparent: str | None = Header(default=None)) -> None:
         note("thumbs", traceparent)
 
-    try:
-        store_url = f"sqlite:///{tmp_path / 'store.db'}"
-        async with running(transport, router, store_url) as client:
-            job = await client.submit(f"{unique}.render", "a.md")
-            assert await job.result(timeout=10) == "A.MD"
-            await wait_until(lambda: "thumbs" in seen, what="the second hop")
-            tel.flush()
-            assert tel.spans() == []
-            found = metric_points(tel)
-        (render_trace, render_sampled, render_header), (thumbs_trace, thumbs_sampled, header) = (
-            seen["render"],
-            seen["thumbs"],
-        )
-        assert render_trace and render_trace == thumbs_trace
-        assert not render_sampled and not thumbs_sampled
-        # (the SDK sets the W3C "random trace id" flag 02 beside the unset sampled flag 01)
-        assert render_header is not None and not int(render_header[53:], 16) & 1
-        # the onward message names a new (unrecorded) parent in the same trace
-        assert header is not None and header[3:35] == f"{render_trace:032x}"
-        assert header[53:] == render_header[53:] and header != render_header
-        assert found[("messaging.process.duration", f"{unique}.render")] == 1
-        assert found[("messaging.process.duration", f"{unique}.thumbs")] == 1
-    finally:
-        telemetry.reset()
+    store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    async with running(transport, router, store_url) as client:
+        job = await client.submit(f"{unique}.render", "a.md")
+        assert await job.result(timeout=10) == "A.MD"
+        await wait_until(lambda: "thumbs" in seen, what="the second hop")
+        tel.flush()
+        assert tel.spans() == []
+        found = metric_points(tel)
+    (render_trace, render_sampled, render_header), (thumbs_trace, thumbs_sampled, header) = (
+        seen["render"],
+        seen["thumbs"],
+    )
+    assert render_trace and render_trace == thumbs_trace
+    assert not render_sampled and not thumbs_sampled
+    # (the SDK sets the W3C "random trace id" flag 02 beside the unset sampled flag 01)
+    assert render_header is not None and not int(render_header[53:], 16) & 1
+    # the onward message names a new (unrecorded) parent in the same trace
+    assert header is not None and header[3:35] == f"{render_trace:032x}"
+    assert header[53:] == render_header[53:] and header != render_header
+    assert found[("messaging.process.duration", f"{unique}.render")] == 1
+    assert found[("messaging.process.duration", f"{unique}.thumbs")] == 1
 
 
 async def test_cache_hits_and_misses_are_on_the_spans(

@@ -112,7 +112,7 @@ class TracingMiddleware:
         )
         # per (channel, operation): the span attributes; operation None: the metric's
         self._attrs: dict[tuple[str, str | None], dict[str, Any]] = {}
-        self.new_span_id = _span_ids(telemetry.tracer_provider)
+        self._new_span_id = _span_ids(telemetry.tracer_provider)
         """Span ids for children of unsampled parents, made here (None: the sampler may
         record such a child, every span goes through the SDK)."""
 
@@ -138,11 +138,11 @@ class TracingMiddleware:
         the parent is not sampled and the sampler drops its children anyway
         (``ParentBased`` with its default delegates): made here, without a span object
         or the SDK's sampling work. Else None."""
-        if self.new_span_id is None or flags & TraceFlags.SAMPLED:
+        if self._new_span_id is None or flags & TraceFlags.SAMPLED:
             return None
         return SpanContext(
             trace_id=trace_id,
-            span_id=self.new_span_id(),
+            span_id=self._new_span_id(),
             is_remote=False,
             trace_flags=TraceFlags(flags),
             trace_state=state,
