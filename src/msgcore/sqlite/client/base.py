@@ -7,6 +7,7 @@ tests inject faults at one place and keeps SQL out of the FastStream classes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -149,6 +150,14 @@ class QueueTransport(ABC):
     @abstractmethod
     async def ack(self, row_id: int, token: str, outbox: Sequence[OutgoingMessage] = ()) -> bool:
         """Delete a row and store ``outbox`` atomically; False if the lease was lost."""
+
+    def queue_ack(
+        self, row_id: int, token: str, outbox: Sequence[OutgoingMessage] = ()
+    ) -> asyncio.Future[bool]:
+        """``ack`` started now, its result later. A transport with group commits queues
+        it at once, so that writes queued just before it (a job's result) share its
+        transaction."""
+        return asyncio.ensure_future(self.ack(row_id, token, outbox))
 
     @abstractmethod
     async def nack(

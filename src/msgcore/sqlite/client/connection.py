@@ -436,6 +436,11 @@ class SqliteClient(QueueTransport):
         return await self._run(op)
 
     async def ack(self, row_id: int, token: str, outbox: Sequence[OutgoingMessage] = ()) -> bool:
+        return await self.queue_ack(row_id, token, outbox)
+
+    def queue_ack(
+        self, row_id: int, token: str, outbox: Sequence[OutgoingMessage] = ()
+    ) -> asyncio.Future[bool]:
         def op(c: sqlite3.Connection) -> bool:
             if c.execute(q.ACK, (row_id, token)).rowcount == 0:
                 return False
@@ -443,7 +448,7 @@ class SqliteClient(QueueTransport):
                 _insert_messages(c, outbox, self._touched)
             return True
 
-        return bool(await self._write(op))
+        return self._write(op)
 
     async def nack(
         self, row_id: int, token: str, *, queue: str, retry_at: float, error: str | None

@@ -84,9 +84,10 @@ class Settlement:
         outbox, msg.outbox = msg.outbox or [], None
         after, msg.after_ack = msg.after_ack, None
         self._drop(msg)
-        # Not awaited: the consumer moves on while the ack joins the next group commit.
-        # The lease stays valid until then, and close() waits for the commit.
-        fut = asyncio.ensure_future(self.transport.ack(msg.id, msg.lease_token, outbox))
+        # Not awaited: the consumer moves on while the ack joins the next group commit
+        # (with the job result queued just before it). The lease stays valid until
+        # then, and close() waits for the commit.
+        fut = self.transport.queue_ack(msg.id, msg.lease_token, outbox)
         self._track(fut, msg, "ack", after)
 
     async def nack(self, msg: StoredMessage, *, delay: float | None = None) -> None:
