@@ -57,7 +57,8 @@ async def test_result_and_ack_share_a_transaction(
         await broker.msgcore_jobs.close()
 
     def finishes(tx: list[str]) -> int:
-        return sum(f"INSERT INTO {JOBS_TABLE}" in s and "has_result" in s for s in tx)
+        # the attempt's result upsert (a start write sets no result)
+        return sum(f"INSERT INTO {JOBS_TABLE}" in s and "excluded.result" in s for s in tx)
 
     def acks(tx: list[str]) -> int:
         return sum(s.startswith(f"DELETE FROM {MESSAGES_TABLE} WHERE id =") for s in tx)
