@@ -43,6 +43,7 @@ from opentelemetry.trace import (
 )
 
 from msgcore.message import MessageView
+from msgcore.telemetry.durations import DURATION_BUCKETS
 from msgcore.telemetry.naming import (
     ATTR_ATTEMPT,
     ATTR_CHANNEL,
@@ -106,10 +107,7 @@ class TracingMiddleware:
         self.tracer = telemetry.tracer_provider.get_tracer("msgcore")
         self.provider = MsgcoreTelemetryProvider(names)
         self.system = self.provider.messaging_system
-        meter = telemetry.meter_provider.get_meter("msgcore")
-        self.process_duration = meter.create_histogram(
-            "messaging.process.duration", unit="s", description="Time to process a message"
-        )
+        self.record_duration = _duration_recorder(telemetry, self.system)
         # per (channel, operation): the span attributes; operation None: the metric's
         self._attrs: dict[tuple[str, str | None], dict[str, Any]] = {}
         self._new_span_id = _span_ids(telemetry.tracer_provider)
@@ -212,10 +210,8 @@ class _Tracing(BaseMiddleware):
         finally:
             otel_context.detach(token)
             span.end()
-            metric = owner.attrs(channel, None)
-            owner.process_duration.record(
-                time.perf_counter() - started,
-                metric if failed is None else {**metric, "error.type": failed},
+            owner.record_duration(
+                channel, owner.attrs(channel, None), failed, time.perf_counter() - started
             )
 
     async def publish_scope(self, call_next: Callable[[Any], Awaitable[Any]], cmd: Any) -> Any:
@@ -264,6 +260,37 @@ def _failed(span: Span, exc: Exception) -> None:
     if span.is_recording():
         span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, str(exc)))
+
+
+def _duration_recorder(
+    telemetry: Telemetry, system: str
+) -> Callable[[str, dict[str, Any], str | None, float], None]:
+    """``record(channel, attributes, error type, seconds)`` into msgcore's own histogram
+    when ``setup()`` made the meter provider (a few µs cheaper per message than the
+    SDK's, docs/benchmarks.md), else into an SDK histogram (an application's provider,
+    its views apply)."""
+    own = telemetry.process_duration
+    if own is not None:
+
+        def record(channel: str, attrs: dict[str, Any], failed: str | None, s: float) -> None:
+            own.record(
+                (system, channel, failed),
+                attrs if failed is None else {**attrs, "error.type": failed},
+                s,
+            )
+
+        return record
+    histogram = telemetry.meter_provider.get_meter("msgcore").create_histogram(
+        "messaging.process.duration",
+        unit="s",
+        description="Time to process a message",
+        explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+    )
+
+    def record_sdk(channel: str, attrs: dict[str, Any], failed: str | None, s: float) -> None:
+        histogram.record(s, attrs if failed is None else {**attrs, "error.type": failed})
+
+    return record_sdk
 
 
 def _span_ids(provider: Any) -> Callable[[], int] | None:
