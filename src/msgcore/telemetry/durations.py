@@ -39,6 +39,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 __all__ = [
     "DURATION_BUCKETS",
+    "PROCESS_DURATION",
+    "PROCESS_DURATION_DESCRIPTION",
     "DurationHistogram",
     "InMemoryDurationReader",
     "PeriodicDurationReader",
@@ -52,6 +54,9 @@ default bounds, 0-10000, are meant for milliseconds: every duration in seconds w
 fall into the first bucket)."""
 
 _SCOPE = InstrumentationScope("msgcore")
+
+PROCESS_DURATION = "messaging.process.duration"
+PROCESS_DURATION_DESCRIPTION = "Time to process a message"
 
 
 @dataclass

@@ -43,7 +43,11 @@ from opentelemetry.trace import (
 )
 
 from msgcore.message import MessageView
-from msgcore.telemetry.durations import DURATION_BUCKETS
+from msgcore.telemetry.durations import (
+    DURATION_BUCKETS,
+    PROCESS_DURATION,
+    PROCESS_DURATION_DESCRIPTION,
+)
 from msgcore.telemetry.naming import (
     ATTR_ATTEMPT,
     ATTR_CHANNEL,
@@ -281,9 +285,9 @@ def _duration_recorder(
 
         return record
     histogram = telemetry.meter_provider.get_meter("msgcore").create_histogram(
-        "messaging.process.duration",
+        PROCESS_DURATION,
         unit="s",
-        description="Time to process a message",
+        description=PROCESS_DURATION_DESCRIPTION,
         explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
     )
 

@@ -30,6 +30,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from msgcore.exceptions import ConfigurationError
 from msgcore.telemetry.durations import (
+    PROCESS_DURATION,
+    PROCESS_DURATION_DESCRIPTION,
     DurationHistogram,
     InMemoryDurationReader,
     PeriodicDurationReader,
@@ -171,9 +173,7 @@ def setup(
     durations: DurationHistogram | None = None
     meter_provider: metrics.MeterProvider
     if metrics_enabled:
-        durations = DurationHistogram(
-            "messaging.process.duration", description="Time to process a message"
-        )
+        durations = DurationHistogram(PROCESS_DURATION, description=PROCESS_DURATION_DESCRIPTION)
         if choice == "otlp":
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
                 OTLPMetricExporter,
