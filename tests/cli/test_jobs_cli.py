@@ -299,7 +299,7 @@ def test_bad_input_unknown_ids_and_timeouts(tmp_path: Path, unique: str) -> None
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.5)  # past the start-up: inside the wait
+    _until_store_open(waiting.pid, tmp_path / "cli.db")
     waiting.send_signal(signal.SIGINT)
     _, interrupted = waiting.communicate(timeout=30)
     assert waiting.returncode == 130, interrupted
@@ -348,3 +348,23 @@ def test_unreachable_server_is_one_line_without_the_password(url: str, reached: 
         one_error_line(done)
         if call[0] in ("submit", "request", "wait"):  # these connect the transport first
             assert done.stderr.startswith(f"error: {reached}"), done.stderr
+
+
+def _until_store_open(pid: int, store: Path) -> None:
+    """Until the process holds the store's file open: it opens it inside the command's
+    coroutine, so a SIGINT from then on reaches the wait, not the start-up (a loaded CI
+    machine took longer than a fixed sleep of 1.5 s, and typer ended the start-up's
+    KeyboardInterrupt with code 130 and no line)."""
+    fds = Path(f"/proc/{pid}/fd")
+    if not fds.exists():  # no procfs (macOS, Windows): a generous sleep instead
+        time.sleep(5)
+        return
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if any(os.path.realpath(fd) == str(store.resolve()) for fd in fds.iterdir()):
+                return
+        except OSError:  # an fd closed while listing
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"the wait never opened {store}")
