@@ -27,7 +27,10 @@ __all__ = ["connection_class_for"]
 
 
 class _HiredisPacking:
-    _packer: Any = HiredisRespSerializer()  # its annotations say list, it takes *args
+    # typed as Any: its annotations say list where it takes *args, and redis-py 8.2
+    # left its __init__ unannotated (mypy --strict: an untyped call)
+    _serializer: Any = HiredisRespSerializer
+    _packer: Any = _serializer()
 
     def pack_command(self, *args: EncodableT) -> list[bytes]:
         packed: list[bytes] = self._packer.pack(*args)
