@@ -13,7 +13,7 @@ from msgcore.adapters.base import TransportAdapter
 from msgcore.jobs.tracking import JobTracker
 from msgcore.router import PublisherHandle, Router
 from msgcore.settings import Settings
-from msgcore.telemetry.instrument import channel_names, instrument
+from msgcore.telemetry.instrument import channel_names, instrument, watch_queue_depth
 from msgcore.telemetry.setup import active
 
 __all__ = ["create_app", "create_broker"]
@@ -120,6 +120,12 @@ def create_broker(*routers: Router, settings: Settings | None = None) -> Any:
         _tie_to_broker(broker, tracker)
     if telemetry is not None:
         instrument(broker, telemetry, channel_names(settings, routers))
+        watch_queue_depth(
+            broker,
+            telemetry,
+            settings,
+            [f"{n.prefix}{d.channel}" for n in nodes for d in n.router.subscribers],
+        )
     return broker
 
 

@@ -131,6 +131,13 @@ class TelemetrySettings(BaseModel):
         description="Also record metrics when msgcore sets up telemetry by itself (False: "
         "traces only; a histogram recording per message costs about as much as a span).",
     )
+    queue_depth_interval: float = Field(
+        15.0,
+        ge=0,
+        description="Seconds between a worker's readings of its channels' queue depth for "
+        "the msgcore.queue.depth gauge (0: not read; each reading is one stats query per "
+        "channel on the transport).",
+    )
 
 
 class Settings(BaseSettings):

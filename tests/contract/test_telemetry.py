@@ -3,6 +3,7 @@ and msgcore attributes everywhere, only ``messaging.system`` differs."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 
-from msgcore import JobFailed, RetryPolicy, Router, telemetry
+from msgcore import Client, JobFailed, RetryPolicy, Router, telemetry
 from msgcore.telemetry import Telemetry
 
 from .harness import Transport, running, wait_until
@@ -307,3 +308,93 @@ async def test_a_request_and_its_reply_share_the_trace(
     reply = by_name["(reply) publish"]
     assert reply.context.trace_id == process.context.trace_id
     assert reply.parent is not None and reply.parent.span_id == process.context.span_id
+
+
+def depth_points(tel: Telemetry, unique: str) -> dict[tuple[str, str, str], int]:
+    """``msgcore.queue.depth`` as (channel without the test's prefix, group, state) -> n."""
+    assert isinstance(tel.metric_reader, InMemoryMetricReader)
+    data = tel.metric_reader.get_metrics_data()
+    points: dict[tuple[str, str, str], int] = {}
+    for resource in data.resource_metrics if data else []:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name != "msgcore.queue.depth":
+                    continue
+                for point in metric.data.data_points:
+                    a = dict(point.attributes or {})
+                    channel = str(a["msgcore.channel"]).replace(f"{unique}.", "")
+                    key = (channel, str(a["msgcore.group"]), str(a["msgcore.state"]))
+                    points[key] = int(point.value)
+    return points
+
+
+@pytest.mark.real_only  # the counts are the transport's own: in memory there is no queue
+async def test_queue_depth_gauge_counts_each_state(
+    transport: Transport, traces: Telemetry, unique: str, tmp_path: Any
+) -> None:
+    """A worker reports its channels' messages per group and state, read from the
+    transport; after it stops it reports nothing (not its last, stale counts)."""
+    router = Router(prefix=f"{unique}.")
+    release = asyncio.Event()
+
+    @router.subscriber("slow")
+    async def slow(n: int) -> int:
+        await release.wait()
+        return n
+
+    @router.subscriber("doomed", retry=RetryPolicy(max_attempts=1))
+    async def doomed(n: int) -> int:
+        raise ValueError(n)
+
+    store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    broker = transport.broker(
+        router,
+        store_url=store_url,
+        telemetry={"queue_depth_interval": 0.05},
+        # one delivery at a time: RabbitMQ counts the rest as waiting (it cannot tell
+        # delivered-but-unsettled ones apart)
+        rabbit={"exchange": transport.unique, "prefetch": 1},
+    )
+    sampler = broker.msgcore_queue_depth
+    rabbit = transport.name == "rabbit"
+    async with (
+        transport.run(broker),
+        Client(settings=transport.settings(store_url=store_url)) as client,
+    ):
+        await client.submit(f"{unique}.slow", 0, delay=60)
+        for n in range(1, 5):
+            await client.submit(f"{unique}.slow", n)
+        await client.submit(f"{unique}.doomed", 1)
+
+        def settled() -> dict[tuple[str, str, str], int] | None:
+            found = depth_points(traces, unique)
+            busy = found.get(("slow", "default", "waiting"), 0)
+            busy += found.get(("slow", "default", "running"), 1 if rabbit else 0)
+            wanted = found.get(("slow", "default", "delayed")) == 1 and busy == 4
+            return found if wanted and found.get(("doomed", "default", "dead")) == 1 else None
+
+        try:
+            found = await wait_until(
+                settled,
+                within=20,
+                what="the queue depth of both channels",
+            )
+        finally:
+            release.set()  # else stopping the broker waits for the blocked handlers
+        drained = await wait_until(
+            lambda: (
+                depth_points(traces, unique).get(("slow", "default", "waiting")) == 0
+                and depth_points(traces, unique).get(("slow", "default", "running"), 0) == 0
+            ),
+            within=20,
+            what="the slow channel drained",
+        )
+        assert drained
+    # RabbitMQ cannot tell delivered-but-unsettled messages: no "running" point, not 0
+    states = {"waiting", "delayed", "retrying", "dead"}
+    states |= set() if rabbit else {"running"}
+    assert {s for (c, g, s) in found if c == "slow"} == states
+    assert found[("slow", "default", "retrying")] == 0
+    assert found[("doomed", "default", "waiting")] == 0
+    assert sampler.observations() == []
+    assert depth_points(traces, unique) == {}

@@ -1,9 +1,10 @@
 """``msgcore.telemetry``: one OpenTelemetry trace per job, on every transport.
 
 ``setup()`` configures the providers; from then on every broker built by
-``create_broker``/``create_app`` and every ``Client`` carry FastStream's
-``TelemetryMiddleware`` with span names msgcore makes the same on SQLite, Redis and
-RabbitMQ (``"{channel} publish"``, ``"{channel} process"``), and msgcore adds its own
+``create_broker``/``create_app`` and every ``Client`` carry msgcore's tracing middleware
+(it speaks FastStream's ``traceparent`` header) with span names that are the same on
+SQLite, Redis and RabbitMQ (``"{channel} publish"``, ``"{channel} process"``), and msgcore
+adds its own
 spans (``"{channel} submit"``, ``"{channel} complete"``) and attributes
 (``msgcore.channel``, ``msgcore.job_id``, ``msgcore.attempt``, ``msgcore.cache``, a
 ``msgcore.dead_letter`` event). See docs/observability.md.

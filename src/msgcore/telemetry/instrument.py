@@ -3,8 +3,12 @@ not FastStream's ``TelemetryMiddleware``; it speaks the same ``traceparent`` hea
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import metrics
+
+from msgcore.telemetry.depth import DepthGauge, QueueDepthSampler
 from msgcore.telemetry.middleware import TracingMiddleware
 from msgcore.telemetry.naming import ChannelNames
 
@@ -13,7 +17,7 @@ if TYPE_CHECKING:
     from msgcore.settings import Settings
     from msgcore.telemetry.setup import Telemetry
 
-__all__ = ["channel_names", "instrument"]
+__all__ = ["channel_names", "instrument", "watch_queue_depth"]
 
 
 def channel_names(settings: Settings, routers: tuple[Router, ...] = ()) -> ChannelNames:
@@ -33,3 +37,41 @@ def instrument(broker: Any, telemetry: Telemetry, names: ChannelNames) -> None:
     middleware (msgcore's job middleware then runs inside the process span)."""
     broker.insert_middleware(TracingMiddleware(telemetry, names))
     broker.msgcore_telemetry = telemetry
+
+
+def watch_queue_depth(
+    broker: Any, telemetry: Telemetry, settings: Settings, channels: Sequence[str]
+) -> QueueDepthSampler | None:
+    """Report ``channels``' queue depth (``msgcore.queue.depth``) while ``broker`` runs:
+    read from the transport every ``settings.telemetry.queue_depth_interval`` seconds.
+    None: nothing to read (no channels, interval 0, or no metrics)."""
+    interval = settings.telemetry.queue_depth_interval
+    if (
+        not channels
+        or interval <= 0
+        or isinstance(telemetry.meter_provider, metrics.NoOpMeterProvider)
+    ):
+        return None
+    if telemetry.depth_gauge is None:
+        telemetry.depth_gauge = DepthGauge(telemetry.meter_provider)
+    gauge = telemetry.depth_gauge
+    sampler = QueueDepthSampler(settings, channels, interval)
+    start, stop = broker.start, broker.stop
+
+    # wrapped like the job store's open/close (app.py): the brokers share no hook
+    async def start_then_sample() -> None:
+        await start()
+        gauge.add(sampler)
+        await sampler.start()
+
+    async def stop_sampling(*args: Any, **kwargs: Any) -> None:
+        gauge.remove(sampler)
+        try:
+            await sampler.stop()
+        finally:
+            await stop(*args, **kwargs)
+
+    broker.start = start_then_sample
+    broker.stop = stop_sampling
+    broker.msgcore_queue_depth = sampler
+    return sampler

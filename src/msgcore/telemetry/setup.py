@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from msgcore.exceptions import ConfigurationError
+from msgcore.telemetry.depth import DepthGauge
 from msgcore.telemetry.durations import (
     PROCESS_DURATION,
     PROCESS_DURATION_DESCRIPTION,
@@ -75,6 +76,9 @@ class Telemetry:
     process_duration: DurationHistogram | None = None
     """``messaging.process.duration`` counted by msgcore and read with ``metric_reader``
     (None: the meter provider is not ``setup()``'s, the SDK histogram is used)."""
+    depth_gauge: DepthGauge | None = field(default=None, repr=False)
+    """``msgcore.queue.depth`` on ``meter_provider``, made by the first worker that reads
+    queue depth."""
     _closed: bool = field(default=False, repr=False)
 
     def spans(self) -> list[ReadableSpan]:
