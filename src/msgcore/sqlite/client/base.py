@@ -8,11 +8,12 @@ tests inject faults at one place and keeps SQL out of the FastStream classes.
 from __future__ import annotations
 
 import asyncio
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from .headers import decode_headers
 
 if TYPE_CHECKING:
     from msgcore.sqlite.subscriber.settlement import Settlement
@@ -111,7 +112,7 @@ class DeadLetter:
             queue=r[1],
             group=r[2],
             body=bytes(r[3]),
-            headers=json.loads(r[4]) if r[4] else {},
+            headers=decode_headers(r[4]),
             content_type=r[5],
             correlation_id=r[6],
             message_id=r[7],

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import secrets
 import sqlite3
@@ -20,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -30,6 +29,7 @@ from msgcore.exceptions import DatabaseOpenError, SchemaVersionError, StorageErr
 from . import queries as q
 from .base import Claim, DeadLetter, OutgoingMessage, QueueTransport, StoredMessage
 from .errors import storage_error
+from .headers import decode_headers, encode_headers
 
 T = TypeVar("T")
 
@@ -109,15 +109,6 @@ def _locked(c: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], busy_t
     return result
 
 
-# one encoder: json.dumps with arguments builds a new one per call (a traced message
-# always has headers)
-_HEADERS_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), default=str)
-
-
-def _headers_json(headers: dict[str, Any] | None) -> str | None:
-    return _HEADERS_ENCODER.encode(headers) if headers else None
-
-
 def _row_to_message(
     row: tuple[Any, ...], queue: str, group: str, token: str | None
 ) -> StoredMessage:
@@ -127,7 +118,7 @@ def _row_to_message(
         queue=queue,
         group=group,
         body=bytes(body),
-        headers=json.loads(headers) if headers else {},
+        headers=decode_headers(headers),
         content_type=ctype,
         correlation_id=corr,
         message_id=mid,
@@ -556,7 +547,7 @@ def _insert_messages(
             targets = [r[0] for r in c.execute(q.GROUPS_OF_QUEUE, (m.queue,))] or [DEFAULT_GROUP]
             groups[m.queue] = targets
             touched.add(m.queue)
-        headers = _headers_json(m.headers)
+        headers = encode_headers(m.headers)
         for grp in targets:
             params.append(
                 (
