@@ -22,6 +22,7 @@ span on a publish.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -65,22 +66,22 @@ __all__ = ["TracingMiddleware", "format_traceparent", "parse_traceparent"]
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
-_HEX = frozenset("0123456789abcdef")
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_FLAGS = tuple(TraceFlags(f) for f in range(256))
+"""TraceFlags by value: made once, not per message."""
 
 
 def format_traceparent(ctx: SpanContext) -> str:
-    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+    # %-formatting: a third of the f-string's time with three format specs
+    return "00-%032x-%016x-%02x" % (ctx.trace_id, ctx.span_id, ctx.trace_flags)  # noqa: UP031
 
 
 def _parse(value: Any) -> tuple[int, int, int] | None:
     """(trace id, span id, flags) of a ``traceparent`` header (version 00), or None."""
-    if not isinstance(value, str) or len(value) != 55:
+    found = _TRACEPARENT.fullmatch(value) if type(value) is str else None
+    if found is None:
         return None
-    version, trace_id, span_id, flags = value[:2], value[3:35], value[36:52], value[53:]
-    if version != "00" or value[2] != "-" or value[35] != "-" or value[52] != "-":
-        return None
-    if not (_HEX.issuperset(trace_id) and _HEX.issuperset(span_id) and _HEX.issuperset(flags)):
-        return None
+    trace_id, span_id, flags = found.groups()
     tid, sid = int(trace_id, 16), int(span_id, 16)
     if not tid or not sid:
         return None
@@ -142,13 +143,7 @@ class TracingMiddleware:
         or the SDK's sampling work. Else None."""
         if self._new_span_id is None or flags & TraceFlags.SAMPLED:
             return None
-        return SpanContext(
-            trace_id=trace_id,
-            span_id=self._new_span_id(),
-            is_remote=False,
-            trace_flags=TraceFlags(flags),
-            trace_state=state,
-        )
+        return SpanContext(trace_id, self._new_span_id(), False, _FLAGS[flags], state)
 
     def __call__(self, msg: Any, /, *, context: ContextRepo) -> _Tracing:
         return _Tracing(msg, context=context, owner=self)
