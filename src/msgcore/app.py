@@ -11,6 +11,7 @@ from faststream import FastStream
 from msgcore.adapters import adapter_for
 from msgcore.adapters.base import TransportAdapter
 from msgcore.jobs.tracking import JobTracker
+from msgcore.lifecycle import with_lifecycle
 from msgcore.router import PublisherHandle, Router
 from msgcore.settings import Settings
 from msgcore.telemetry.instrument import channel_names, instrument, watch_queue_depth
@@ -78,9 +79,7 @@ def create_broker(*routers: Router, settings: Settings | None = None) -> Any:
     telemetry = active(settings)
     # job records and the result cache share the middleware (the tracing middleware sets
     # the spans' channel and attempt: an untracked, traced broker does without it)
-    tracker = (
-        JobTracker(settings, telemetry=telemetry) if settings.jobs.track or cached else None
-    )
+    tracker = JobTracker(settings, telemetry=telemetry) if settings.jobs.track or cached else None
     # outermost of msgcore's routers: it sees each attempt's outcome before the
     # transport settles it, and user middlewares run inside the job's "running" state
     extra = [tracker.middleware] if tracker is not None else []
@@ -95,6 +94,7 @@ def create_broker(*routers: Router, settings: Settings | None = None) -> Any:
             natives[handle] = native
             handle._bind(adapter.bind_publisher(broker, native))
 
+    subscribed: list[str] = []
     for node in nodes:
         for decl in node.router.subscribers:
             publishers = []
@@ -106,6 +106,7 @@ def create_broker(*routers: Router, settings: Settings | None = None) -> Any:
                     handle._bind(adapter.bind_publisher(broker, natives[handle]))
                 publishers.append(natives[handle])
             channel = f"{node.prefix}{decl.channel}"
+            subscribed.append(channel)
             subscriber = adapter.subscribe(node.native, decl, channel)
             if tracker is not None:
                 tracker.track(subscriber, decl, channel)
@@ -120,39 +121,18 @@ def create_broker(*routers: Router, settings: Settings | None = None) -> Any:
         _tie_to_broker(broker, tracker)
     if telemetry is not None:
         instrument(broker, telemetry, channel_names(settings, routers))
-        watch_queue_depth(
-            broker,
-            telemetry,
-            settings,
-            [f"{n.prefix}{d.channel}" for n in nodes for d in n.router.subscribers],
-        )
+        watch_queue_depth(broker, telemetry, settings, subscribed)
     return broker
 
 
 def _tie_to_broker(broker: Any, tracker: JobTracker) -> None:
-    """Open the job store when the broker starts (fail fast), close it when it stops.
+    """Open the job store when the broker starts (fail fast), close it when it stops."""
 
-    The three transports' brokers share no lifecycle hook msgcore could use, so the
-    instance's own ``start``/``stop`` are wrapped; FastStream calls them through
-    ``self`` (``async with``, ``FastStream`` apps), which finds the wrappers.
-    """
-    start, stop = broker.start, broker.stop
-
-    async def start_with_store() -> None:
-        # connected first, so that a store on the transport's SQLite file shares its
-        # connection; opened before consuming, so that an unreachable store fails here
-        await broker.connect()
+    async def open_store() -> None:
+        # opened before consuming, so that an unreachable store fails the start
         await tracker.open(broker)
-        await start()
 
-    async def stop_then_close(*args: Any, **kwargs: Any) -> None:
-        try:
-            await stop(*args, **kwargs)
-        finally:
-            await tracker.close()
-
-    broker.start = start_with_store
-    broker.stop = stop_then_close
+    with_lifecycle(broker, started=open_store, stopped=tracker.close)
     broker.msgcore_jobs = tracker
 
 

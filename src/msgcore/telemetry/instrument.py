@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics
 
+from msgcore.lifecycle import with_lifecycle
 from msgcore.telemetry.depth import DepthGauge, QueueDepthSampler
 from msgcore.telemetry.middleware import TracingMiddleware
 from msgcore.telemetry.naming import ChannelNames
@@ -56,22 +57,15 @@ def watch_queue_depth(
         telemetry.depth_gauge = DepthGauge(telemetry.meter_provider)
     gauge = telemetry.depth_gauge
     sampler = QueueDepthSampler(settings, channels, interval)
-    start, stop = broker.start, broker.stop
 
-    # wrapped like the job store's open/close (app.py): the brokers share no hook
-    async def start_then_sample() -> None:
-        await start()
+    async def start_sampling() -> None:
         gauge.add(sampler)
         await sampler.start()
 
-    async def stop_sampling(*args: Any, **kwargs: Any) -> None:
+    async def stop_sampling() -> None:
         gauge.remove(sampler)
-        try:
-            await sampler.stop()
-        finally:
-            await stop(*args, **kwargs)
+        await sampler.stop()
 
-    broker.start = start_then_sample
-    broker.stop = stop_sampling
+    with_lifecycle(broker, started=start_sampling, stopped=stop_sampling)
     broker.msgcore_queue_depth = sampler
     return sampler
