@@ -14,6 +14,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from msgcore import Router, Settings, create_broker, telemetry
 from msgcore.ops.models import GroupStats
 from msgcore.telemetry.depth import DepthGauge, QueueDepthSampler
+from tests.metrics import queue_depth_points
 
 
 class FlakyOps:
@@ -43,24 +44,6 @@ class FlakyOps:
         ]
 
 
-def points(reader: InMemoryMetricReader) -> dict[tuple[str, str, str], int]:
-    data = reader.get_metrics_data()
-    found: dict[tuple[str, str, str], int] = {}
-    for rm in data.resource_metrics if data else []:
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                if metric.name == "msgcore.queue.depth":
-                    for p in metric.data.data_points:
-                        a = p.attributes or {}
-                        key = (
-                            str(a["msgcore.channel"]),
-                            str(a["msgcore.group"]),
-                            str(a["msgcore.state"]),
-                        )
-                        found[key] = int(p.value)
-    return found
-
-
 async def test_an_unreachable_transport_reports_nothing_then_recovers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -73,7 +56,7 @@ async def test_an_unreachable_transport_reports_nothing_then_recovers(
     gauge.add(sampler)
 
     await sampler.sample()
-    first = points(reader)
+    first = queue_depth_points(reader)
     # a state the transport cannot tell (None) is no point at all, not a 0
     assert first[("a", "default", "waiting")] == 3
     assert ("a", "default", "running") not in first
@@ -87,7 +70,7 @@ async def test_an_unreachable_transport_reports_nothing_then_recovers(
         await sampler.sample()
         await sampler.sample()
     # stale counts would look current: nothing until the next good reading
-    assert points(reader) == {}
+    assert queue_depth_points(reader) == {}
     warned = [r for r in caplog.records if "queue depth not read" in r.getMessage()]
     assert len(warned) == 1  # once per outage
     assert "dropped by redis://" in warned[0].getMessage()
@@ -96,12 +79,12 @@ async def test_an_unreachable_transport_reports_nothing_then_recovers(
 
     ops.up, ops.waiting = True, 7
     await sampler.sample()
-    assert points(reader)[("a", "default", "waiting")] == 7
+    assert queue_depth_points(reader)[("a", "default", "waiting")] == 7
     assert ops.opened == 2
 
     await sampler.stop()
     gauge.remove(sampler)
-    assert points(reader) == {}
+    assert queue_depth_points(reader) == {}
     assert ops.closed == 2
 
 

@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from msgcore import Client, JobFailed, RetryPolicy, Router, telemetry
 from msgcore.telemetry import Telemetry
+from tests.metrics import queue_depth_points
 
 from .harness import Transport, running, wait_until
 
@@ -310,24 +311,6 @@ async def test_a_request_and_its_reply_share_the_trace(
     assert reply.parent is not None and reply.parent.span_id == process.context.span_id
 
 
-def depth_points(tel: Telemetry, unique: str) -> dict[tuple[str, str, str], int]:
-    """``msgcore.queue.depth`` as (channel without the test's prefix, group, state) -> n."""
-    assert isinstance(tel.metric_reader, InMemoryMetricReader)
-    data = tel.metric_reader.get_metrics_data()
-    points: dict[tuple[str, str, str], int] = {}
-    for resource in data.resource_metrics if data else []:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                if metric.name != "msgcore.queue.depth":
-                    continue
-                for point in metric.data.data_points:
-                    a = dict(point.attributes or {})
-                    channel = str(a["msgcore.channel"]).replace(f"{unique}.", "")
-                    key = (channel, str(a["msgcore.group"]), str(a["msgcore.state"]))
-                    points[key] = int(point.value)
-    return points
-
-
 @pytest.mark.real_only  # the counts are the transport's own: in memory there is no queue
 async def test_queue_depth_gauge_counts_each_state(
     transport: Transport, traces: Telemetry, unique: str, tmp_path: Any
@@ -357,6 +340,10 @@ async def test_queue_depth_gauge_counts_each_state(
     )
     sampler = broker.msgcore_queue_depth
     rabbit = transport.name == "rabbit"
+
+    def depth() -> dict[tuple[str, str, str], int]:
+        return queue_depth_points(traces.metric_reader, f"{unique}.")
+
     async with (
         transport.run(broker),
         Client(settings=transport.settings(store_url=store_url)) as client,
@@ -367,7 +354,7 @@ async def test_queue_depth_gauge_counts_each_state(
         await client.submit(f"{unique}.doomed", 1)
 
         def settled() -> dict[tuple[str, str, str], int] | None:
-            found = depth_points(traces, unique)
+            found = depth()
             busy = found.get(("slow", "default", "waiting"), 0)
             busy += found.get(("slow", "default", "running"), 1 if rabbit else 0)
             wanted = found.get(("slow", "default", "delayed")) == 1 and busy == 4
@@ -383,8 +370,8 @@ async def test_queue_depth_gauge_counts_each_state(
             release.set()  # else stopping the broker waits for the blocked handlers
         drained = await wait_until(
             lambda: (
-                depth_points(traces, unique).get(("slow", "default", "waiting")) == 0
-                and depth_points(traces, unique).get(("slow", "default", "running"), 0) == 0
+                depth().get(("slow", "default", "waiting")) == 0
+                and depth().get(("slow", "default", "running"), 0) == 0
             ),
             within=20,
             what="the slow channel drained",
@@ -397,4 +384,4 @@ async def test_queue_depth_gauge_counts_each_state(
     assert found[("slow", "default", "retrying")] == 0
     assert found[("doomed", "default", "waiting")] == 0
     assert sampler.observations() == []
-    assert depth_points(traces, unique) == {}
+    assert depth() == {}
