@@ -10,7 +10,9 @@ onward publish) in one process and publish N messages one by one; per-message lo
 *Tracing on*: ``msgcore.telemetry.setup`` with a batch span processor whose exporter
 drops the spans (everything OpenTelemetry does in the process, minus the network), and
 the in-memory metric reader. The figure is the median msg/s over the rounds, the sides
-alternating so that drift on the machine hits both; the ratio is on / off throughput.
+alternating (and which one runs first alternating too) so that drift on the machine hits
+both; the ratio is on / off throughput, of the medians and, steadier on a noisy machine,
+the median of each round's own ratio.
 """
 
 from __future__ import annotations
@@ -132,23 +134,36 @@ async def main(args: argparse.Namespace) -> None:
         f"{os.environ.get('OTEL_TRACES_SAMPLER_ARG', '')}, per-message logs off, "
         "spans batched and dropped)"
     )
-    for col in ("transport", "tracing off msg/s", "tracing on msg/s", "on / off", "spans/msg"):
+    columns = (
+        "transport",
+        "tracing off msg/s",
+        "tracing on msg/s",
+        "on / off",
+        "per round: median (range)",
+        "spans/msg",
+    )
+    for col in columns:
         table.add_column(col, justify="right")
     with tempfile.TemporaryDirectory() as tmp:
         for transport in args.only.split(","):
             off: list[float] = []
             on: list[float] = []
             spans = 0
-            for _ in range(args.rounds):
-                off.append((await once(transport, args.n, Path(tmp), traced=False))[0])
-                rate, spans = await once(transport, args.n, Path(tmp), traced=True)
-                on.append(rate)
+            for i in range(args.rounds):
+                # the side that runs first alternates: drift inside a round hits both
+                for traced in (i % 2 == 1, i % 2 == 0):
+                    rate, found = await once(transport, args.n, Path(tmp), traced=traced)
+                    (on if traced else off).append(rate)
+                    spans = found if traced else spans
             mo, mn = statistics.median(off), statistics.median(on)
+            # each round's own ratio: the machine's drift between rounds cancels out
+            paired = [b / a for a, b in zip(off, on, strict=True)]
             table.add_row(
                 transport,
                 f"{mo:,.0f}",
                 f"{mn:,.0f}",
                 f"{mn / mo:.2f}x",
+                f"{statistics.median(paired):.2f}x ({min(paired):.2f}-{max(paired):.2f})",
                 f"{spans / (args.n + 1):.1f}",
             )
             console.print(
