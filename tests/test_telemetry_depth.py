@@ -34,7 +34,7 @@ class FlakyOps:
     async def close(self) -> None:
         self.closed += 1
 
-    async def stats(self, channel: str | None) -> list[GroupStats]:
+    async def depth(self, channel: str) -> list[GroupStats]:
         if not self.up:
             raise ConnectionResetError("dropped by redis://:hunter2@example:6379")
         assert channel is not None

@@ -41,6 +41,11 @@ class OpsBackend(ABC):
     async def stats(self, channel: str | None) -> list[GroupStats]:
         """Every group the transport knows of (of ``channel``), sorted by channel, group."""
 
+    async def depth(self, channel: str) -> list[GroupStats]:
+        """``stats(channel)`` as a periodic reader in every worker can afford it: a
+        transport whose full counts are costly leaves those out (``None``)."""
+        return await self.stats(channel)
+
     @abstractmethod
     async def dead_letters(self, selection: Selection, limit: int) -> list[DeadLetter]:
         """Up to ``limit`` selected dead letters, oldest first."""

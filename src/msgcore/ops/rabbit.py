@@ -253,6 +253,33 @@ class RabbitOps(OpsBackend):
                 )
             return found
 
+    async def depth(self, channel: str) -> list[GroupStats]:
+        """Waiting and dead only: ``stats`` probes every wait and delay queue a group may
+        have (64 passive declares, a channel each), too much for every worker to do every
+        few seconds; two per group here."""
+        with self._errors():
+            found: list[GroupStats] = []
+            for chan, group in sorted(await self._pairs(channel, None)):
+                main = await self._probe(rabbit_group_queue(chan, group))
+                if main is None:
+                    continue
+                dead = await self._probe(rabbit_dead_letter_queue(chan, group))
+                found.append(
+                    GroupStats(
+                        channel=chan,
+                        group=group,
+                        waiting=main.messages,
+                        running=None,
+                        delayed=None,
+                        retrying=None,
+                        dead=0 if dead is None else dead.messages,
+                        oldest_age=None,
+                        delivered=None,
+                        consumers=main.consumers,
+                    )
+                )
+            return found
+
     # -- dead letters --------------------------------------------------------------------
 
     async def _targets(self, selection: Selection) -> dict[str, tuple[str, str]]:

@@ -5,7 +5,8 @@ The gauge's callback runs on the metric reader's schedule (an exporter thread, o
 test's ``get_metrics_data()``), where no event loop may be reached: each worker reads
 the counts itself on its own loop (``QueueDepthSampler``, started and stopped with its
 broker) and the callback hands out the last reading. One stats query per channel per
-interval, on a connection of its own (``msgcore.ops``, what ``msgcore stats`` reads).
+interval, on a connection of its own (``msgcore.ops``: ``OpsBackend.depth``, the part of
+what ``msgcore stats`` reads that every worker can afford to read that often).
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ QUEUE_DEPTH = "msgcore.queue.depth"
 ATTR_GROUP = "msgcore.group"
 ATTR_STATE = "msgcore.state"
 STATES = ("waiting", "running", "delayed", "retrying", "dead")
-"""``GroupStats`` fields reported; a state the transport cannot tell (RabbitMQ's
-``running``) is left out rather than reported as 0."""
+"""``GroupStats`` fields reported; a state the transport does not tell here (on
+RabbitMQ all but ``waiting`` and ``dead``) is left out rather than reported as 0."""
 
 
 class QueueDepthSampler:
@@ -86,7 +87,7 @@ class QueueDepthSampler:
                 self._backend = backend
             found: list[GroupStats] = []
             for channel in self.channels:
-                found.extend(await self._backend.stats(channel))
+                found.extend(await self._backend.depth(channel))
         except Exception as exc:
             self._points = []
             await self._close()  # reconnects at the next reading
