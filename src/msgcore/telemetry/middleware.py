@@ -182,19 +182,18 @@ class _Tracing(BaseMiddleware):
             parent = None
             if parsed is not None:
                 parent = trace.set_span_in_context(NonRecordingSpan(_remote(parsed, state)))
+            # given at the start: each set_attribute afterwards takes the span's lock and
+            # cleans the value again (~4 µs of a ~39 µs sampled process span)
+            attributes = {
+                **owner.attrs(channel, "process"),
+                ATTR_ATTEMPT: MessageView(msg).attempt,
+                SpanAttributes.MESSAGING_MESSAGE_ID: msg.message_id,
+            }
+            if msg.correlation_id:
+                attributes[SpanAttributes.MESSAGING_MESSAGE_CONVERSATION_ID] = msg.correlation_id
             span = owner.tracer.start_span(
-                f"{channel} process",
-                context=parent,
-                kind=SpanKind.CONSUMER,
-                attributes=owner.attrs(channel, "process"),
+                f"{channel} process", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
             )
-            if span.is_recording():
-                span.set_attribute(ATTR_ATTEMPT, MessageView(msg).attempt)
-                span.set_attribute(SpanAttributes.MESSAGING_MESSAGE_ID, msg.message_id)
-                if msg.correlation_id:
-                    span.set_attribute(
-                        SpanAttributes.MESSAGING_MESSAGE_CONVERSATION_ID, msg.correlation_id
-                    )
             ctx = trace.set_span_in_context(span, parent)
         self._process = span
         token = otel_context.attach(ctx)
