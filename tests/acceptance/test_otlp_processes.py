@@ -6,7 +6,7 @@ at Jaeger's OTLP/HTTP port. These machines have no Docker engine, so this test r
 same two commands with the same environment as processes, against a stand-in OTLP/HTTP
 collector in the test process (it decodes what Jaeger would receive). It checks that
 both services export over OTLP, that each job's client and worker spans share one trace
-id, and that the worker's metrics arrive too.
+id, and that the worker's metrics (durations, counts, queue depth) arrive too.
 """
 
 from __future__ import annotations
@@ -141,6 +141,7 @@ async def test_compose_services_export_one_trace_per_job_over_otlp(
         # export within a test's patience instead of every 5 s / 60 s
         "OTEL_BSP_SCHEDULE_DELAY": "200",
         "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        "MSGCORE_TELEMETRY__QUEUE_DEPTH_INTERVAL": "0.2",
     }
     if case.store_url is not None:
         env["MSGCORE_STORE_URL"] = case.store_url
@@ -174,4 +175,8 @@ async def test_compose_services_export_one_trace_per_job_over_otlp(
             ("jobs-worker", f"{case.channel} process"),
             ("jobs-worker", f"{case.channel} complete"),
         } <= names, names
-    assert ("jobs-worker", "messaging.process.duration") in metrics, metrics
+    assert {
+        ("jobs-worker", "messaging.process.duration"),
+        ("jobs-worker", "messaging.process.messages"),
+        ("jobs-worker", "msgcore.queue.depth"),
+    } <= metrics, metrics
