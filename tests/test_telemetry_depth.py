@@ -120,8 +120,9 @@ def test_no_sampler_when_there_is_nothing_to_report(
 
 
 class SwallowingOps(FlakyOps):
-    """A client library that eats a cancellation landing inside a command (redis-py 8.2
-    does, about once in 200 cancels) and returns as if nothing happened."""
+    """A client library that loses a cancellation landing inside a command (redis-py on
+    Python 3.11 does, about once in 200 cancels; see msgcore.tasks) and returns as if
+    nothing happened: here the first."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -133,6 +134,8 @@ class SwallowingOps(FlakyOps):
         try:
             await asyncio.sleep(0.2)
         except asyncio.CancelledError:
+            if self.swallowed:
+                raise
             self.swallowed += 1
         return await super().depth(channel)
 
@@ -149,6 +152,6 @@ async def test_stopping_does_not_rely_on_the_cancellation_arriving() -> None:
     started = time.monotonic()
     await sampler.stop()
     assert ops.swallowed == 1  # the cancellation was eaten...
-    assert task.done()  # ...and the reader still ended, at once
+    assert task.cancelled()  # ...and the reader still ended, at once
     assert time.monotonic() - started < 1
     assert ops.closed == 1

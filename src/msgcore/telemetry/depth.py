@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from msgcore.ops.backends import backend_for
+from msgcore.tasks import cancel_and_wait
 from msgcore.telemetry.naming import ATTR_CHANNEL
 from msgcore.urls import redact_url
 
@@ -35,8 +36,6 @@ logger = logging.getLogger("msgcore.telemetry")
 QUEUE_DEPTH = "msgcore.queue.depth"
 ATTR_GROUP = "msgcore.group"
 ATTR_STATE = "msgcore.state"
-STOP_TIMEOUT = 5.0
-"""Seconds a stopping worker waits for a reading in progress."""
 STATES = ("waiting", "running", "delayed", "retrying", "dead")
 """``GroupStats`` fields reported; a state the transport does not tell here (on
 RabbitMQ all but ``waiting`` and ``dead``) is left out rather than reported as 0."""
@@ -59,7 +58,6 @@ class QueueDepthSampler:
         self._backend_for = backend
         self._backend: OpsBackend | None = None
         self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
         self._points: list[tuple[int, dict[str, Any]]] = []
         self._failing = False
 
@@ -70,24 +68,15 @@ class QueueDepthSampler:
 
     async def start(self) -> None:
         if self._task is None and self.channels:
-            self._stopping.clear()
             self._task = asyncio.create_task(self._run(), name="msgcore-queue-depth")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            # The flag as well as the cancel: redis-py (8.2) can swallow a cancellation
-            # that lands inside a command (seen in about 1 of 200 cancels), and a reader
-            # that went on looping held up the worker's shutdown for good.
-            self._stopping.set()
-            task.cancel()
-            done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT)
-            if not done:
-                logger.warning(
-                    "the queue depth reader did not stop within %ss; left behind", STOP_TIMEOUT
-                )
-            elif not task.cancelled() and task.exception() is not None:
-                logger.warning("the queue depth reader failed: %r", task.exception())
+            # cancelled again until it ends: a cancellation inside a redis-py command can
+            # be lost (msgcore.tasks), and a reader looping on held up the worker's
+            # shutdown for good
+            await cancel_and_wait([task])
         self._points = []
         await self._close()
 
@@ -124,11 +113,9 @@ class QueueDepthSampler:
         ]
 
     async def _run(self) -> None:
-        while not self._stopping.is_set():
+        while True:
             await self.sample()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval):
-                    await self._stopping.wait()
+            await asyncio.sleep(self.interval)
 
     async def _close(self) -> None:
         backend, self._backend = self._backend, None

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 
 from msgcore.adapters.redis import scripts
-from msgcore.adapters.redis.tasks import cancel_and_wait, wait_event
+from msgcore.tasks import cancel_and_wait, wait_event
 
 __all__ = ["DueMover"]
 

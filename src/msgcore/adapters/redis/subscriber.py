@@ -38,9 +38,9 @@ from msgcore.adapters.redis.broker import MsgcoreRedisBroker
 from msgcore.adapters.redis.keys import ChannelKeys
 from msgcore.adapters.redis.message import MsgcoreStreamParser
 from msgcore.adapters.redis.settlement import CURRENT_DELIVERY, Settlement
-from msgcore.adapters.redis.tasks import cancel_and_wait, wait_event
 from msgcore.exceptions import ConfigurationError
 from msgcore.retry import RetryPolicy
+from msgcore.tasks import cancel_and_wait, wait_event
 
 if TYPE_CHECKING:
     from types import TracebackType

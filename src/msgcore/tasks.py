@@ -1,4 +1,5 @@
-"""Small asyncio helpers for msgcore's background tasks.
+"""Small asyncio helpers for msgcore's background tasks (the Redis transport's loops, the
+queue-depth reader).
 
 Python 3.11's ``asyncio.wait_for`` loses a cancellation that arrives as the awaited
 operation completes (fixed in 3.12), and redis-py wraps every socket write in it: a
