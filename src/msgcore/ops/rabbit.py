@@ -222,6 +222,17 @@ class RabbitOps(OpsBackend):
         return pairs
 
     async def stats(self, channel: str | None) -> list[GroupStats]:
+        return await self._counts(channel, full=True)
+
+    async def depth(self, channel: str) -> list[GroupStats]:
+        """Waiting and dead only: ``stats`` probes every wait and delay queue a group may
+        have (64 passive declares, a channel each), too much for every worker to do every
+        few seconds; two per group here."""
+        return await self._counts(channel, full=False)
+
+    async def _counts(self, channel: str | None, *, full: bool) -> list[GroupStats]:
+        """Each group's counts; ``full``: with its wait queues (``retrying``) and its
+        channel's delay queues (``delayed``), else those are left unknown."""
         with self._errors():
             pairs = await self._pairs(channel, None)
             delayed: dict[str, int] = {}
@@ -232,46 +243,23 @@ class RabbitOps(OpsBackend):
                 if main is None:  # registered once, but its queue is gone
                     continue
                 dead = await self._probe(rabbit_dead_letter_queue(chan, group))
-                retrying = await self._total(rabbit_wait_queue(queue, ms) for ms in _TTL_BUCKETS)
-                if chan not in delayed:
-                    delayed[chan] = await self._total(
-                        rabbit_delay_queue(chan, ms, self.exchange) for ms in _TTL_BUCKETS
+                retrying = None
+                if full:
+                    retrying = await self._total(
+                        rabbit_wait_queue(queue, ms) for ms in _TTL_BUCKETS
                     )
+                    if chan not in delayed:
+                        delayed[chan] = await self._total(
+                            rabbit_delay_queue(chan, ms, self.exchange) for ms in _TTL_BUCKETS
+                        )
                 found.append(
                     GroupStats(
                         channel=chan,
                         group=group,
                         waiting=main.messages,
                         running=None,
-                        delayed=delayed[chan],
+                        delayed=delayed.get(chan),
                         retrying=retrying,
-                        dead=0 if dead is None else dead.messages,
-                        oldest_age=None,
-                        delivered=None,
-                        consumers=main.consumers,
-                    )
-                )
-            return found
-
-    async def depth(self, channel: str) -> list[GroupStats]:
-        """Waiting and dead only: ``stats`` probes every wait and delay queue a group may
-        have (64 passive declares, a channel each), too much for every worker to do every
-        few seconds; two per group here."""
-        with self._errors():
-            found: list[GroupStats] = []
-            for chan, group in sorted(await self._pairs(channel, None)):
-                main = await self._probe(rabbit_group_queue(chan, group))
-                if main is None:
-                    continue
-                dead = await self._probe(rabbit_dead_letter_queue(chan, group))
-                found.append(
-                    GroupStats(
-                        channel=chan,
-                        group=group,
-                        waiting=main.messages,
-                        running=None,
-                        delayed=None,
-                        retrying=None,
                         dead=0 if dead is None else dead.messages,
                         oldest_age=None,
                         delivered=None,
