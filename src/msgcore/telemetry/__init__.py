@@ -4,8 +4,7 @@
 ``create_broker``/``create_app`` and every ``Client`` carry msgcore's tracing middleware
 (it speaks FastStream's ``traceparent`` header) with span names that are the same on
 SQLite, Redis and RabbitMQ (``"{channel} publish"``, ``"{channel} process"``), and msgcore
-adds its own
-spans (``"{channel} submit"``, ``"{channel} complete"``) and attributes
+adds its own spans (``"{channel} submit"``, ``"{channel} complete"``) and attributes
 (``msgcore.channel``, ``msgcore.job_id``, ``msgcore.attempt``, ``msgcore.cache``, a
 ``msgcore.dead_letter`` event). See docs/observability.md.
 """

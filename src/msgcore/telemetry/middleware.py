@@ -101,7 +101,7 @@ def parse_traceparent(value: Any, state: Any = None) -> SpanContext | None:
 def _remote(parsed: tuple[int, int, int], state: TraceState | None) -> SpanContext:
     tid, sid, flags = parsed
     return SpanContext(
-        trace_id=tid, span_id=sid, is_remote=True, trace_flags=TraceFlags(flags), trace_state=state
+        trace_id=tid, span_id=sid, is_remote=True, trace_flags=_FLAGS[flags], trace_state=state
     )
 
 
