@@ -359,10 +359,11 @@ def _until_store_open(pid: int, store: Path) -> None:
     if not fds.exists():  # no procfs (macOS, Windows): a generous sleep instead
         time.sleep(5)
         return
+    target = str(store.resolve())
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if any(os.path.realpath(fd) == str(store.resolve()) for fd in fds.iterdir()):
+            if any(os.path.realpath(fd) == target for fd in fds.iterdir()):
                 return
         except OSError:  # an fd closed while listing
             pass
