@@ -76,3 +76,10 @@ REDIS_CACHE_CHANNELS_KEY: Final = "_cache:channels"
 HEADER_CACHE_BYPASS: Final = "x-msgcore-cache-bypass"
 DEFAULT_CACHE_LEASE_SECONDS: Final = 300.0
 DEFAULT_CACHE_MAX_ENTRIES: Final = 100_000
+
+# Per-key locks (msgcore.locks). SQLite table beside the job tables; Redis hash per key,
+# after the stream prefix (fields: token, holder; the lease is the key's TTL).
+LOCKS_TABLE: Final = "msgcore_locks"
+REDIS_LOCK_KEY: Final = "_lock:"
+DEFAULT_LOCK_WAIT_SECONDS: Final = 30.0
+DEFAULT_LOCK_LEASE_SECONDS: Final = 60.0

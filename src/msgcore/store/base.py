@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         CacheStats,
         CacheSubmit,
     )
+    from msgcore.store.locks import LockHolder
 
 __all__ = [
     "TERMINAL",
@@ -297,6 +298,28 @@ class Store(ABC):
 
         The registered policy and in-flight claims stay: a claim belongs to a job that
         is still queued or running, and dropping it would let a duplicate run."""
+
+    # -- per-key locks -------------------------------------------------------------------
+    # (types in msgcore.store.locks; the waiting and refreshing in msgcore.locks)
+
+    @abstractmethod
+    async def lock_acquire(
+        self, key: str, token: str, *, holder: str, lease: float, now: float
+    ) -> LockHolder | None:
+        """Take ``key`` for ``token`` until ``now + lease`` if it is free (or its lease
+        ran out, or ``token`` holds it already). None: taken; else who holds it."""
+
+    @abstractmethod
+    async def lock_extend(self, key: str, token: str, *, lease: float, now: float) -> bool:
+        """Hold ``key`` until ``now + lease`` more; False if ``token`` no longer holds it."""
+
+    @abstractmethod
+    async def lock_release(self, key: str, token: str) -> bool:
+        """Free ``key`` if ``token`` holds it; False otherwise (it ran out, or never held)."""
+
+    @abstractmethod
+    async def list_locks(self, *, now: float, prefix: str = "") -> list[LockHolder]:
+        """The held locks whose key starts with ``prefix``, by key."""
 
     # -- subscriber registry -------------------------------------------------------------
     # Not abstract: a store that keeps no registry simply knows of no subscribers.

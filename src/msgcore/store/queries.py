@@ -22,6 +22,7 @@ from msgcore.constants import FEED_SEQ_META_KEY
 from msgcore.constants import HASH_TABLE as HASH
 from msgcore.constants import JOBS_TABLE as JOBS
 from msgcore.constants import KV_TABLE as KV
+from msgcore.constants import LOCKS_TABLE as LOCKS
 from msgcore.constants import META_TABLE as META
 from msgcore.constants import SUBSCRIBERS_TABLE as SUBSCRIBERS
 from msgcore.store.base import TERMINAL, JobStatus
@@ -114,6 +115,13 @@ CREATE TABLE IF NOT EXISTS {CACHE_CHANNELS} (
     misses  INTEGER NOT NULL DEFAULT 0,
     joined  INTEGER NOT NULL DEFAULT 0,
     entries INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS {LOCKS} (
+    key        TEXT PRIMARY KEY,
+    token      TEXT NOT NULL,
+    holder     TEXT NOT NULL,
+    expires_at REAL NOT NULL
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS {SUBSCRIBERS} (
@@ -286,6 +294,31 @@ RESET_COUNTERS: Final = (
 RESET_ALL_COUNTERS: Final = (
     f"UPDATE {CACHE_CHANNELS} SET hits = 0, misses = 0, joined = 0, entries = 0"
 )
+
+# -- per-key locks ---------------------------------------------------------------------
+
+# The row is taken over only when it is free: its lease ran out, or the token is ours.
+# No RETURNING on purpose: an upsert whose WHERE refuses returns nothing, and the holder
+# is read in the same transaction instead.
+ACQUIRE_LOCK: Final = f"""
+INSERT INTO {LOCKS} (key, token, holder, expires_at)
+VALUES (:key, :token, :holder, :expires_at)
+ON CONFLICT (key) DO UPDATE
+SET token = excluded.token, holder = excluded.holder, expires_at = excluded.expires_at
+WHERE {LOCKS}.expires_at <= :now OR {LOCKS}.token = excluded.token
+"""
+LOCK_HOLDER: Final = f"SELECT holder, expires_at FROM {LOCKS} WHERE key = ?"
+EXTEND_LOCK: Final = f"""
+UPDATE {LOCKS} SET expires_at = :expires_at
+WHERE key = :key AND token = :token AND expires_at > :now
+"""
+RELEASE_LOCK: Final = f"DELETE FROM {LOCKS} WHERE key = ? AND token = ?"
+LIST_LOCKS: Final = f"""
+SELECT key, holder, expires_at FROM {LOCKS}
+WHERE expires_at > :now AND substr(key, 1, length(:prefix)) = :prefix
+ORDER BY key
+"""
+PURGE_LOCKS: Final = f"DELETE FROM {LOCKS} WHERE expires_at <= :now"
 
 # -- subscriber registry ---------------------------------------------------------------
 

@@ -52,6 +52,7 @@ from msgcore.constants import (
     REDIS_JOBS_FEED_KEY,
     REDIS_JOBS_INDEX_KEY,
     REDIS_KV_KEY,
+    REDIS_LOCK_KEY,
     REDIS_SUBSCRIBERS_KEY,
 )
 from msgcore.exceptions import InvalidURLError, StorageError
@@ -66,6 +67,7 @@ from msgcore.store.cache import (
     CacheSubmit,
     ClaimKind,
 )
+from msgcore.store.locks import LockHolder
 from msgcore.urls import redact_url
 
 __all__ = ["RedisStore"]
@@ -154,6 +156,11 @@ def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a ``SCAN MATCH`` pattern."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
 def _ms(seconds: float) -> int:
     """A TTL in whole milliseconds; at least 1, which Redis accepts everywhere."""
     return max(1, math.ceil(seconds * 1000))
@@ -217,6 +224,9 @@ class RedisStore(Store):
 
     def _cache_entry(self, key: str) -> str:
         return f"{self.prefix}{REDIS_CACHE_ENTRY_KEY}{key}"
+
+    def _lock(self, key: str) -> str:
+        return f"{self.prefix}{REDIS_LOCK_KEY}{key}"
 
     def _cache_inflight(self, key: str) -> str:
         return f"{self.prefix}{REDIS_CACHE_INFLIGHT_KEY}{key}"
@@ -773,6 +783,53 @@ class RedisStore(Store):
                 client, keys, [f"{self.prefix}{REDIS_CACHE_ENTRY_KEY}"]
             )
         return int(cleared)
+
+    # -- per-key locks -------------------------------------------------------------------
+    # The lease is the hash's TTL on the server's clock; ``now`` only dates what is
+    # reported back.
+
+    async def lock_acquire(
+        self, key: str, token: str, *, holder: str, lease: float, now: float
+    ) -> LockHolder | None:
+        client = self._redis()
+        with self._errors():
+            held: Any = await scripts.LOCK_ACQUIRE(
+                client, [self._lock(key)], [token, holder, _ms(lease)]
+            )
+        if held is None:
+            return None
+        who, left_ms = held
+        return LockHolder(key, who.decode(), now + max(int(left_ms), 0) / 1000)
+
+    async def lock_extend(self, key: str, token: str, *, lease: float, now: float) -> bool:
+        client = self._redis()
+        with self._errors():
+            return bool(await scripts.LOCK_EXTEND(client, [self._lock(key)], [token, _ms(lease)]))
+
+    async def lock_release(self, key: str, token: str) -> bool:
+        client = self._redis()
+        with self._errors():
+            return bool(await scripts.LOCK_RELEASE(client, [self._lock(key)], [token]))
+
+    async def list_locks(self, *, now: float, prefix: str = "") -> list[LockHolder]:
+        start = self._lock("")
+        match = f"{_glob_escape(start)}{_glob_escape(prefix)}*"
+        client = self._redis()
+        with self._errors():
+            names = sorted({name async for name in client.scan_iter(match=match, count=1000)})
+        found: list[LockHolder] = []
+        for chunk in _chunks(names):
+            pipe = self._redis().pipeline(transaction=False)
+            for name in chunk:
+                pipe.hget(name, "holder")
+                pipe.pttl(name)
+            with self._errors():
+                replies = await pipe.execute()
+            for name, who, left_ms in zip(chunk, replies[::2], replies[1::2], strict=True):
+                if who is not None and int(left_ms) > 0:
+                    key = name.decode()[len(start) :]
+                    found.append(LockHolder(key, who.decode(), now + int(left_ms) / 1000))
+        return found
 
     # -- subscriber registry -------------------------------------------------------------
 

@@ -39,6 +39,9 @@ __all__ = [
     "FILL_ARGS",
     "FILL_KEYS",
     "FINISH_ATTEMPT",
+    "LOCK_ACQUIRE",
+    "LOCK_EXTEND",
+    "LOCK_RELEASE",
     "START_ATTEMPT",
     "START_ATTEMPT_CACHED",
 ]
@@ -457,5 +460,44 @@ for k = 1, #KEYS, 2 do
   end
 end
 return cleared
+""",
+)
+
+
+# -- per-key locks: a hash (token, holder) whose TTL is the lease ------------------------
+# These need none of the job prelude.
+
+LOCK_ACQUIRE = LuaScript(
+    "store_lock_acquire",
+    """
+-- KEYS: the lock. ARGV: token, holder, lease ms.
+-- Returns nil when token holds the lock now, else {holder, ms left}.
+local held = redis.call('HGET', KEYS[1], 'token')
+if held and held ~= ARGV[1] then
+  return {redis.call('HGET', KEYS[1], 'holder') or '', redis.call('PTTL', KEYS[1])}
+end
+redis.call('HSET', KEYS[1], 'token', ARGV[1], 'holder', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return nil
+""",
+)
+
+LOCK_EXTEND = LuaScript(
+    "store_lock_extend",
+    """
+-- KEYS: the lock. ARGV: token, lease ms. 1: still held by token, for the lease again.
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+""",
+)
+
+LOCK_RELEASE = LuaScript(
+    "store_lock_release",
+    """
+-- KEYS: the lock. ARGV: token. 1: token held it and it is free now.
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
 """,
 )

@@ -37,6 +37,7 @@ from msgcore.store.cache import (
     CacheStats,
     CacheSubmit,
 )
+from msgcore.store.locks import LockHolder
 from msgcore.store.sqlite_rows import (
     HEAVY_ROWS,
     Op,
@@ -552,6 +553,39 @@ class SqliteStore(Store):
     async def cache_clear(self, *, channel: str | None = None) -> int:
         return await self._write(lambda sql: sqlc.clear(sql, channel), heavy=True)
 
+    # -- per-key locks -------------------------------------------------------------------
+
+    async def lock_acquire(
+        self, key: str, token: str, *, holder: str, lease: float, now: float
+    ) -> LockHolder | None:
+        params = {
+            "key": key,
+            "token": token,
+            "holder": holder,
+            "expires_at": now + lease,
+            "now": now,
+        }
+
+        def work(sql: Op[LockHolder | None]) -> LockHolder | None:
+            if sql.change(q.ACQUIRE_LOCK, params):
+                return None
+            held_by, expires_at = sql.row(q.LOCK_HOLDER, (key,))
+            return LockHolder(key, str(held_by), float(expires_at))
+
+        return await self._write(work)
+
+    async def lock_extend(self, key: str, token: str, *, lease: float, now: float) -> bool:
+        params = {"key": key, "token": token, "expires_at": now + lease, "now": now}
+        return bool(await self._write(lambda sql: sql.change(q.EXTEND_LOCK, params)))
+
+    async def lock_release(self, key: str, token: str) -> bool:
+        return bool(await self._write(lambda sql: sql.change(q.RELEASE_LOCK, (key, token))))
+
+    async def list_locks(self, *, now: float, prefix: str = "") -> list[LockHolder]:
+        params = {"now": now, "prefix": prefix}
+        rows = await self._read(lambda sql: sql.rows(q.LIST_LOCKS, params), heavy=True)
+        return [LockHolder(str(k), str(h), float(e)) for k, h, e in rows]
+
     # -- subscriber registry -------------------------------------------------------------
 
     async def register_subscribers(self, entries: Sequence[tuple[str, str]]) -> None:
@@ -680,7 +714,8 @@ class SqliteStore(Store):
             hashes = [key for key, kind in keys if kind == "hash"]
             for chunk in chunks(hashes):
                 sql.change(q.DELETE_FIELDS, {"keys": json.dumps(list(chunk))})
-            return jobs + len(keys) + sqlc.purge(sql, now)
+            locks = sql.change(q.PURGE_LOCKS, {"now": now})
+            return jobs + len(keys) + locks + sqlc.purge(sql, now)
 
         return await self._write(work, heavy=True)
 
