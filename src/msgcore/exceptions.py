@@ -23,8 +23,11 @@ password (URLs are redacted before they are formatted in).
     │   ├── JobCancelledError
     │   ├── JobNotFoundError             (also a KeyError)
     │   └── JobTimeoutError              (also a TimeoutError)
-    └── CacheError
-        └── CacheKeyError                (a policy's key function failed)
+    ├── CacheError
+    │   └── CacheKeyError                (a policy's key function failed)
+    └── LockError
+        ├── LockKeyError                 (no lock key in the payload; also a ValueError)
+        └── LockTimeoutError             (the key stayed held; also a TimeoutError)
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ __all__ = [
     "JobNotFoundError",
     "JobTimeoutError",
     "LeaseLostError",
+    "LockError",
+    "LockKeyError",
+    "LockTimeoutError",
     "MsgcoreError",
     "PublishOutcomeUnknownError",
     "RequestTimeoutError",
@@ -160,3 +166,27 @@ class CacheError(MsgcoreError):
 
 class CacheKeyError(CacheError, ValueError):
     """A cache policy's ``key`` function raised on a payload. Nothing was submitted."""
+
+
+class LockError(MsgcoreError):
+    """A per-key lock could not be taken or kept."""
+
+
+class LockKeyError(LockError, ValueError):
+    """A message has no lock key (the policy's field is missing, or its key function
+    raised). No retry can fix the payload: the message goes to the dead letters."""
+
+
+class LockTimeoutError(LockError, TimeoutError):
+    """The key stayed held by someone else for longer than the wait allowed.
+
+    A handler's attempt fails with it and is retried by the subscriber's retry policy."""
+
+    def __init__(self, message: str, *, key: str, holder: str | None, waited: float) -> None:
+        super().__init__(message)
+        self.key = key
+        self.holder = holder
+        self.waited = waited
+
+    def __str__(self) -> str:
+        return str(self.args[0])

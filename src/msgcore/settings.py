@@ -19,6 +19,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from msgcore.constants import (
     DEFAULT_CACHE_LEASE_SECONDS,
     DEFAULT_CACHE_MAX_ENTRIES,
+    DEFAULT_LOCK_LEASE_SECONDS,
+    DEFAULT_LOCK_WAIT_SECONDS,
     DEFAULT_RESULT_TTL_SECONDS,
 )
 from msgcore.exceptions import InvalidURLError
@@ -27,6 +29,7 @@ from msgcore.urls import redact_url
 __all__ = [
     "CacheSettings",
     "JobSettings",
+    "LockSettings",
     "RabbitSettings",
     "RedisSettings",
     "Settings",
@@ -112,6 +115,21 @@ class CacheSettings(BaseModel):
     )
 
 
+class LockSettings(BaseModel):
+    wait: float = Field(
+        DEFAULT_LOCK_WAIT_SECONDS,
+        ge=0,
+        description="Seconds a handler waits for its key's lock unless its LockPolicy says; "
+        "then the attempt fails with LockTimeoutError and is retried.",
+    )
+    lease: float = Field(
+        DEFAULT_LOCK_LEASE_SECONDS,
+        gt=0,
+        description="Seconds a held lock outlives a silent holder (refreshed while it is "
+        "held, so only a dead or stalled process lets it run out).",
+    )
+
+
 class TelemetrySettings(BaseModel):
     enabled: bool = Field(
         True,
@@ -165,6 +183,7 @@ class Settings(BaseSettings):
     rabbit: RabbitSettings = Field(default_factory=RabbitSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    locks: LockSettings = Field(default_factory=LockSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     def __init__(self, **values: Any) -> None:
