@@ -19,6 +19,9 @@ from msgcore.exceptions import (
     JobNotFoundError,
     JobTimeoutError,
     LeaseLostError,
+    LockError,
+    LockKeyError,
+    LockTimeoutError,
     MsgcoreError,
     PublishOutcomeUnknownError,
     RequestTimeoutError,
@@ -27,12 +30,14 @@ from msgcore.exceptions import (
     StorageFullError,
 )
 from msgcore.jobs import ALL, FIRST, Client, Job, ReturnWhen, SyncClient, SyncJob, WaitResult
+from msgcore.locks import HeldLock, LockPolicy
 from msgcore.message import Message, MessageView
 from msgcore.retry import RetryPolicy
 from msgcore.router import PublisherHandle, Router
 from msgcore.settings import (
     CacheSettings,
     JobSettings,
+    LockSettings,
     RabbitSettings,
     RedisSettings,
     Settings,
@@ -40,6 +45,7 @@ from msgcore.settings import (
     TelemetrySettings,
 )
 from msgcore.store import JobRecord, JobStatus, Store, open_store, store_for
+from msgcore.store.locks import LockHolder
 from msgcore.urls import redact_url
 
 __version__ = "0.1.0"
@@ -60,6 +66,7 @@ __all__ = [
     "DatabaseLockedError",
     "DatabaseOpenError",
     "DeliveryError",
+    "HeldLock",
     "InvalidURLError",
     "Job",
     "JobCancelledError",
@@ -71,6 +78,12 @@ __all__ = [
     "JobStatus",
     "JobTimeoutError",
     "LeaseLostError",
+    "LockError",
+    "LockHolder",
+    "LockKeyError",
+    "LockPolicy",
+    "LockSettings",
+    "LockTimeoutError",
     "Message",
     "MessageView",
     "MsgcoreError",

@@ -70,16 +70,17 @@ def create_broker(*routers: Router, settings: Settings | None = None) -> Any:
     settings = settings or Settings()
     adapter = adapter_for(settings)
     broker = adapter.broker()
-    cached = settings.cache.enabled and any(
-        decl.cache is not None
-        for root in routers
-        for router, _ in root.walk()
-        for decl in router.subscribers
-    )
+    declared = [
+        decl for root in routers for router, _ in root.walk() for decl in router.subscribers
+    ]
+    cached = settings.cache.enabled and any(decl.cache is not None for decl in declared)
+    locked = any(decl.lock is not None for decl in declared)
     telemetry = active(settings)
-    # job records and the result cache share the middleware (the tracing middleware sets
-    # the spans' channel and attempt: an untracked, traced broker does without it)
-    tracker = JobTracker(settings, telemetry=telemetry) if settings.jobs.track or cached else None
+    # job records, the result cache and per-key locks share the middleware (the tracing
+    # middleware sets the spans' channel and attempt: an untracked, traced broker does
+    # without it)
+    tracked = settings.jobs.track or cached or locked
+    tracker = JobTracker(settings, telemetry=telemetry) if tracked else None
     # outermost of msgcore's routers: it sees each attempt's outcome before the
     # transport settles it, and user middlewares run inside the job's "running" state
     extra = [tracker.middleware] if tracker is not None else []

@@ -6,9 +6,11 @@ import json
 
 from pydantic import ValidationError
 
+from msgcore.exceptions import LockKeyError
+
 __all__ = ["INVALID_PAYLOAD", "describe_error"]
 
-INVALID_PAYLOAD = (ValidationError, json.JSONDecodeError, UnicodeDecodeError)
+INVALID_PAYLOAD = (ValidationError, json.JSONDecodeError, UnicodeDecodeError, LockKeyError)
 """Errors that no retry can fix: the message goes to the dead letters at once."""
 
 

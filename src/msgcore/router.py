@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from msgcore.cache.policy import CachePolicy
 from msgcore.exceptions import ConfigurationError
+from msgcore.locks.policy import LockPolicy
 from msgcore.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ class SubscriberDeclaration:
     include_in_schema: bool = True
     publishers: list[PublisherHandle] = field(default_factory=list)
     cache: CachePolicy | None = None
+    lock: LockPolicy | None = None
 
     @property
     def endpoint_options(self) -> dict[str, Any]:
@@ -207,6 +209,7 @@ class Router:
         description: str | None = None,
         include_in_schema: bool = True,
         cache: bool | CachePolicy = False,
+        lock: str | Callable[[Any], Any] | LockPolicy | None = None,
     ) -> Callable[[F], F]:
         """Consume ``channel``; the same declaration runs on every transport.
 
@@ -221,6 +224,9 @@ class Router:
             no_reply: Do not send the return value to a requester.
             cache: Reuse results for repeated payloads (``True``, or a ``CachePolicy``
                 with ttl, version, key, max_entries): see docs/cache.md.
+            lock: Run at most one message per key at a time, across all workers: a
+                payload field name (``"customer_id"``), a ``key(payload)`` function, or a
+                ``LockPolicy`` with scope, wait and lease: see docs/locks.md.
         """
         if not channel:
             raise ConfigurationError("A subscriber needs a channel: @router.subscriber('orders')")
@@ -246,6 +252,8 @@ class Router:
                 f"cache= takes True, False or a msgcore.CachePolicy, got {cache!r}"
             )
 
+        lock_policy = lock if isinstance(lock, LockPolicy) or lock is None else LockPolicy(lock)
+
         def decorator(func: F) -> F:
             decl = SubscriberDeclaration(
                 channel=channel,
@@ -261,6 +269,7 @@ class Router:
                 include_in_schema=include_in_schema,
                 publishers=list(getattr(func, _PENDING_PUBLISHERS, [])),
                 cache=cache_policy,
+                lock=lock_policy,
             )
             self.subscribers.append(decl)
             setattr(func, _SUBSCRIPTIONS, [*getattr(func, _SUBSCRIPTIONS, []), decl])

@@ -35,10 +35,13 @@ from msgcore.ids import new_message_id
 from msgcore.jobs.codec import decode_result
 from msgcore.jobs.job import Job, ReturnWhen, WaitResult
 from msgcore.jobs.progress import WaitProgress
+from msgcore.jobs.tracking import worker_id
+from msgcore.locks.lock import HeldLock, acquire
 from msgcore.router import PublisherHandle, Router
 from msgcore.settings import Settings, transport_of
 from msgcore.store import JobRecord, Store, store_for
 from msgcore.store.cache import CacheStats, CacheSubmit, ClaimKind
+from msgcore.store.locks import LockHolder
 from msgcore.telemetry.instrument import channel_names, instrument
 from msgcore.telemetry.naming import ATTR_CACHE, ATTR_CHANNEL, ATTR_JOB_ID
 from msgcore.telemetry.setup import active
@@ -465,6 +468,32 @@ class Client:
         """Delete cached results (of one channel) and zero the counters; how many."""
         return await self.store.cache_clear(channel=channel)
 
+    def lock(
+        self, key: str, *, wait: float | None = None, lease: float | None = None
+    ) -> _LockContext:
+        """``async with client.lock("nightly-report") as held:``: hold ``key`` (across
+        every process on this store) for the block.
+
+        Waits up to ``wait`` seconds for a held key (default ``MSGCORE_LOCKS__WAIT``;
+        0: do not wait), then raises ``LockTimeoutError``. The lock is refreshed while
+        held; ``lease`` (default ``MSGCORE_LOCKS__LEASE``) is how long it outlives this
+        process if it dies. A handler's ``LockPolicy`` locks ``"{scope}:{value}"`` (the
+        scope defaults to the channel): lock that key to exclude the handler.
+        """
+        if not key:
+            raise ConfigurationError("client.lock() needs a key")
+        locks = self.settings.locks
+        return _LockContext(
+            self,
+            key,
+            wait=locks.wait if wait is None else wait,
+            lease=locks.lease if lease is None else lease,
+        )
+
+    async def locks(self, prefix: str = "") -> list[LockHolder]:
+        """The locks held now (whose key starts with ``prefix``), with holder and expiry."""
+        return await self.store.list_locks(now=time.time(), prefix=prefix)
+
     async def get_job(self, job_id: str) -> Job:
         """The job ``job_id`` as recorded now, from any process."""
         record = await self.store.get_job(job_id)
@@ -593,3 +622,36 @@ class Client:
 
     def __repr__(self) -> str:
         return f"Client({self.settings.safe_url!r})"
+
+
+class _LockContext:
+    """What ``Client.lock`` returns: takes the lock on enter, releases it on exit."""
+
+    def __init__(self, client: Client, key: str, *, wait: float, lease: float) -> None:
+        if wait < 0 or lease <= 0:
+            raise ConfigurationError(
+                f"client.lock({key!r}): wait must be 0 or more and lease positive, "
+                f"got wait={wait}, lease={lease}"
+            )
+        self.client, self.key, self.wait, self.lease = client, key, wait, lease
+        self._held: HeldLock | None = None
+
+    async def __aenter__(self) -> HeldLock:
+        self._held = await acquire(
+            self.client.store,
+            self.key,
+            holder=f"client on {worker_id()}",
+            lease=self.lease,
+            wait=self.wait,
+        )
+        return self._held
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            await held.release()

@@ -9,8 +9,9 @@ synchronous callbacks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Iterator
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -19,9 +20,11 @@ from faststream._internal.basic_types import SendableMessage
 
 from msgcore.jobs.client import Client
 from msgcore.jobs.job import Job, ReturnWhen, WaitResult
+from msgcore.locks.lock import HeldLock
 from msgcore.settings import Settings
 from msgcore.store import JobRecord, JobStatus
 from msgcore.store.cache import CacheStats
+from msgcore.store.locks import LockHolder
 
 __all__ = ["SyncClient", "SyncJob"]
 
@@ -222,6 +225,22 @@ class SyncClient:
         return self._call(
             self._client.request(channel, payload, timeout=timeout, headers=headers, cache=cache)
         )
+
+    @contextlib.contextmanager
+    def lock(
+        self, key: str, *, wait: float | None = None, lease: float | None = None
+    ) -> Iterator[HeldLock]:
+        """``with client.lock("nightly-report"):`` (``Client.lock``, blocking). The lease
+        is refreshed on the client's loop thread while the block runs."""
+        context = self._client.lock(key, wait=wait, lease=lease)
+        held = self._call(context.__aenter__())
+        try:
+            yield held
+        finally:
+            self._call(context.__aexit__(None, None, None))
+
+    def locks(self, prefix: str = "") -> list[LockHolder]:
+        return self._call(self._client.locks(prefix))
 
     def cache_stats(self, channel: str | None = None) -> list[CacheStats]:
         return self._call(self._client.cache_stats(channel))

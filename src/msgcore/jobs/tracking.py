@@ -28,9 +28,11 @@ from opentelemetry import trace
 from msgcore.cache.keys import body_value, cache_key
 from msgcore.cache.policy import ChannelCache
 from msgcore.constants import DEFAULT_GROUP, HEADER_CACHE_BYPASS, HEADER_JOB_ID
-from msgcore.exceptions import CacheKeyError
+from msgcore.exceptions import CacheKeyError, LockTimeoutError
 from msgcore.failures import INVALID_PAYLOAD
 from msgcore.jobs.codec import decode_result, encode_result
+from msgcore.locks.lock import acquire
+from msgcore.locks.policy import ChannelLock
 from msgcore.message import MessageView
 from msgcore.store import JobStatus, Store, store_for
 from msgcore.store.base import AttemptOutcome
@@ -40,7 +42,10 @@ from msgcore.telemetry.naming import (
     ATTR_CACHE,
     ATTR_CHANNEL,
     ATTR_JOB_ID,
+    ATTR_LOCK_KEY,
+    ATTR_LOCK_WAIT,
     EVENT_DEAD_LETTER,
+    LOCK_WAIT_DURATION,
 )
 
 if TYPE_CHECKING:
@@ -59,6 +64,8 @@ cache_logger = logging.getLogger("msgcore.cache")
 _ERROR_TEXT_LIMIT = 4000
 # Expired records are deleted by a worker at most this often (Redis expires by itself).
 _PURGE_EVERY = 600.0
+# Lock waits in seconds: from a free key (a store round trip) to a long wait's timeout.
+_LOCK_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 _WORKER_ID: list[tuple[int, str]] = []
@@ -86,6 +93,12 @@ class _Metrics:
         self.dead_letters = meter.create_counter(
             "msgcore.dead_letters", unit="{message}", description="Jobs dead-lettered"
         )
+        self.lock_wait = meter.create_histogram(
+            LOCK_WAIT_DURATION,
+            unit="s",
+            description="Time a locked handler's message waited for its key",
+            explicit_bucket_boundaries_advisory=_LOCK_WAIT_BUCKETS,
+        )
 
     def cache(self, channel: str, outcome: str) -> None:
         if outcome == "hit":
@@ -100,6 +113,8 @@ class _Tracked:
     channel: str
     cache: ChannelCache | None
     """The channel's cache policy (None: no cache, or MSGCORE_CACHE__ENABLED=false)."""
+    lock: ChannelLock | None = None
+    """The channel's per-key lock (None: not locked)."""
 
 
 class JobTracker:
@@ -123,7 +138,8 @@ class JobTracker:
         cache = None
         if decl.cache is not None and self.use_cache:
             cache = decl.cache.resolve(channel, self.settings)
-        self._declarations[id(subscriber)] = _Tracked(decl, channel, cache)
+        lock = None if decl.lock is None else decl.lock.resolve(channel, self.settings)
+        self._declarations[id(subscriber)] = _Tracked(decl, channel, cache, lock)
         # the transports' subscribers report crash loops through this attribute
         subscriber.msgcore_jobs = self
 
@@ -158,6 +174,11 @@ class JobTracker:
     def caches(self) -> bool:
         """Some tracked handler caches its results."""
         return any(t.cache is not None for t in self._declarations.values())
+
+    @property
+    def locks(self) -> bool:
+        """Some tracked handler takes a per-key lock."""
+        return any(t.lock is not None for t in self._declarations.values())
 
     def declaration_of(self, subscriber: Any) -> _Tracked | None:
         return self._declarations.get(id(subscriber))
@@ -195,7 +216,7 @@ class JobTracker:
     async def open(self, broker: Any = None) -> None:
         """Open the store now (a connected ``broker`` may share its SQLite connection)
         and register the cached channels' policies for clients."""
-        if self._declarations and (self.track_jobs or self.caches):
+        if self._declarations and (self.track_jobs or self.caches or self.locks):
             await self.store(broker)
 
     async def close(self) -> None:
@@ -308,6 +329,10 @@ class _JobMiddleware(BaseMiddleware):
         if tracked is None:
             return await call_next(msg)
         job_id = msg.headers.get(HEADER_JOB_ID) if self.tracker.track_jobs else None
+        if tracked.lock is not None:
+            # the lock wraps the handler alone: a cancelled, completed or cached job never
+            # waits for it
+            call_next = partial(self._locked, call_next, tracked.lock, job_id)
         if job_id:
             # inside the transport's process span (the tracing middleware is outermost
             # and sets the channel and attempt)
@@ -320,6 +345,45 @@ class _JobMiddleware(BaseMiddleware):
         if key is not None:
             return await self._cached_call(call_next, msg, tracked, key)
         return await call_next(msg)
+
+    async def _locked(
+        self,
+        call_next: Callable[[Any], Awaitable[Any]],
+        lock: ChannelLock,
+        job_id: Any,
+        msg: StreamMessage[Any],
+    ) -> Any:
+        """Run the handler holding its message's key (``LockKeyError``: none; dead at once)."""
+        key = lock.lock_key(body_value(msg.body, msg.content_type))
+        store = await self.tracker.store()
+        holder = f"job {job_id} on {worker_id()}" if job_id else f"message on {worker_id()}"
+        span = trace.get_current_span()
+        waited_from = time.monotonic()
+        try:
+            held = await acquire(store, key, holder=holder, lease=lock.lease, wait=lock.wait)
+        except LockTimeoutError:
+            self._lock_waited(span, lock, key, time.monotonic() - waited_from)
+            raise
+        self._lock_waited(span, lock, key, held.waited)
+        if held.waited >= 1.0:
+            logger.info(
+                "%s waited %.1f s for the lock %r",
+                f"job {job_id}" if job_id else "a message",
+                held.waited,
+                key,
+                extra={"job_id": job_id, "correlation_id": msg.correlation_id},
+            )
+        try:
+            return await call_next(msg)
+        finally:
+            await held.release()
+
+    def _lock_waited(self, span: Any, lock: ChannelLock, key: str, waited: float) -> None:
+        if span.is_recording():
+            span.set_attribute(ATTR_LOCK_KEY, key)
+            span.set_attribute(ATTR_LOCK_WAIT, waited)
+        if self.tracker.metrics is not None:
+            self.tracker.metrics.lock_wait.record(waited, {ATTR_CHANNEL: lock.channel})
 
     def _cache_key(self, tracked: _Tracked, msg: StreamMessage[Any]) -> str | None:
         cache = tracked.cache

@@ -53,6 +53,7 @@ _HANDLED = frozenset(
         "include_in_schema",
         "publishers",
         "cache",  # transport-neutral: the job middleware handles it
+        "lock",  # the same
     }
 )
 
