@@ -239,6 +239,46 @@ async def test_cache_hits_and_misses_are_on_the_spans(
     assert any(name.startswith("messaging.process") for name, _ in found)
 
 
+async def test_lock_wait_is_on_the_span_and_in_a_histogram(
+    transport: Transport, traces: Telemetry, unique: str, tmp_path: Any
+) -> None:
+    router = Router(prefix=f"{unique}.")
+
+    @router.subscriber("orders", lock="customer")
+    async def place(order: dict[str, Any]) -> int:
+        return int(order["n"])
+
+    store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    async with running(transport, router, store_url) as client:
+        first = await client.submit(f"{unique}.orders", {"customer": "ada", "n": 1})
+        assert await first.result(timeout=10) == 1
+        held = await client.lock(f"{unique}.orders:ada").__aenter__()
+
+        async def release_soon() -> None:
+            await asyncio.sleep(0.3)
+            await held.release()
+
+        releasing = asyncio.create_task(release_soon())
+        second = await client.submit(f"{unique}.orders", {"customer": "ada", "n": 2})
+        assert await second.result(timeout=10) == 2
+        await releasing
+        await wait_until(
+            lambda: len([s for s in traces.spans() if s.name.endswith("orders process")]) == 2,
+            what="two process spans",
+        )
+        spans = traces.spans()
+    waits = {}
+    for span in spans:
+        if span.name == f"{unique}.orders process":
+            assert span.attributes is not None
+            assert span.attributes["msgcore.lock.key"] == f"{unique}.orders:ada"
+            waits[span.attributes["msgcore.job_id"]] = span.attributes["msgcore.lock.wait"]
+    assert waits[first.id] < 0.3  # the key was free
+    assert 0.25 <= waits[second.id] < 10
+    found = metric_points(traces)
+    assert found[("msgcore.lock.wait.duration", f"{unique}.orders")] == 2
+
+
 @pytest.mark.real_only
 async def test_dead_letter_is_an_event_and_retries_share_the_trace(
     transport: Transport, traces: Telemetry, unique: str, tmp_path: Any

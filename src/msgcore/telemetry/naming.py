@@ -22,7 +22,10 @@ __all__ = [
     "ATTR_CACHE",
     "ATTR_CHANNEL",
     "ATTR_JOB_ID",
+    "ATTR_LOCK_KEY",
+    "ATTR_LOCK_WAIT",
     "EVENT_DEAD_LETTER",
+    "LOCK_WAIT_DURATION",
     "REPLY_DESTINATION",
     "ChannelNames",
     "MsgcoreTelemetryProvider",
@@ -33,6 +36,12 @@ ATTR_JOB_ID: Final = "msgcore.job_id"
 ATTR_ATTEMPT: Final = "msgcore.attempt"
 ATTR_CACHE: Final = "msgcore.cache"
 """``hit``, ``miss``, ``joined`` (single-flight) or ``bypass``."""
+ATTR_LOCK_KEY: Final = "msgcore.lock.key"
+"""The per-key lock a locked handler's attempt held (``scope:value``)."""
+ATTR_LOCK_WAIT: Final = "msgcore.lock.wait"
+"""Seconds the attempt waited for its lock (0.0: it was free)."""
+LOCK_WAIT_DURATION: Final = "msgcore.lock.wait.duration"
+"""Histogram of lock waits in seconds, per ``msgcore.channel`` (a timeout counts too)."""
 EVENT_DEAD_LETTER: Final = "msgcore.dead_letter"
 REPLY_DESTINATION: Final = "(reply)"
 """The destination of a request's reply: reply queues are private and random."""
