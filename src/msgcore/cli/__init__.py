@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from msgcore.cli import cache, dlq, doctor, jobs, run, stats
+from msgcore.cli import cache, dlq, doctor, jobs, locks, run, stats
 from msgcore.cli.demo import demo
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ stats.register(app)
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(cache.app, name="cache")
 doctor.register(app)
+locks.register(app)
 run.register(app)
 
 
