@@ -5,8 +5,9 @@
 (it speaks FastStream's ``traceparent`` header) with span names that are the same on
 SQLite, Redis and RabbitMQ (``"{channel} publish"``, ``"{channel} process"``), and msgcore
 adds its own spans (``"{channel} submit"``, ``"{channel} complete"``) and attributes
-(``msgcore.channel``, ``msgcore.job_id``, ``msgcore.attempt``, ``msgcore.cache``, a
-``msgcore.dead_letter`` event). See docs/observability.md.
+(``msgcore.channel``, ``msgcore.job_id``, ``msgcore.attempt``, ``msgcore.cache``,
+``msgcore.lock.key``/``msgcore.lock.wait``, a ``msgcore.dead_letter`` event). See
+docs/observability.md.
 """
 
 from msgcore.telemetry.naming import (
@@ -14,7 +15,10 @@ from msgcore.telemetry.naming import (
     ATTR_CACHE,
     ATTR_CHANNEL,
     ATTR_JOB_ID,
+    ATTR_LOCK_KEY,
+    ATTR_LOCK_WAIT,
     EVENT_DEAD_LETTER,
+    LOCK_WAIT_DURATION,
 )
 from msgcore.telemetry.setup import JsonLinesSpanExporter, Telemetry, active, reset, setup
 
@@ -23,7 +27,10 @@ __all__ = [
     "ATTR_CACHE",
     "ATTR_CHANNEL",
     "ATTR_JOB_ID",
+    "ATTR_LOCK_KEY",
+    "ATTR_LOCK_WAIT",
     "EVENT_DEAD_LETTER",
+    "LOCK_WAIT_DURATION",
     "JsonLinesSpanExporter",
     "Telemetry",
     "active",
