@@ -23,6 +23,7 @@ from msgcore import (
 from msgcore.cache.keys import body_value
 from msgcore.failures import INVALID_PAYLOAD
 from msgcore.locks import acquire
+from msgcore.locks.lock import _releases
 from msgcore.store.sqlite import SqliteStore
 
 
@@ -158,6 +159,7 @@ async def test_timeout_names_the_holder(store: SqliteStore) -> None:
     with pytest.raises(LockTimeoutError):
         await acquire(store, "report", holder="job j3", lease=30, wait=0)
     await held.release()
+    assert _releases().waiting == {}  # nothing kept for keys nobody waits for
 
 
 async def test_a_held_lock_outlives_its_lease_while_held(store: SqliteStore) -> None:
@@ -197,6 +199,7 @@ async def test_a_cancelled_waiter_leaves_no_lock_behind(store: SqliteStore) -> N
     await held.release()
     await asyncio.sleep(0.05)  # the cancelled acquire's background release
     assert await store.list_locks(now=time.time()) == []
+    assert _releases().waiting == {}
 
 
 async def test_many_contenders_run_one_at_a_time(store: SqliteStore) -> None:
@@ -213,4 +216,5 @@ async def test_many_contenders_run_one_at_a_time(store: SqliteStore) -> None:
 
     await asyncio.gather(*(worker(n) for n in range(20)))
     assert overlaps == []
+    assert _releases().waiting == {}
     assert await store.list_locks(now=time.time()) == []

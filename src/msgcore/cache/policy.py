@@ -15,20 +15,12 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from msgcore.exceptions import ConfigurationError
+from msgcore.timespans import seconds
 
 if TYPE_CHECKING:
     from msgcore.settings import Settings
 
 __all__ = ["CachePolicy", "ChannelCache"]
-
-
-def _seconds(value: float | timedelta | None, what: str) -> float | None:
-    if value is None:
-        return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds <= 0:
-        raise ConfigurationError(f"CachePolicy({what}=...) must be positive, got {value!r}")
-    return seconds
 
 
 def _key_path(key: Callable[[Any], Any]) -> str:
@@ -70,8 +62,8 @@ class CachePolicy:
     lease: float | timedelta | None = None
 
     def __post_init__(self) -> None:
-        _seconds(self.ttl, "ttl")
-        _seconds(self.lease, "lease")
+        seconds(self.ttl, "CachePolicy(ttl=...)")
+        seconds(self.lease, "CachePolicy(lease=...)")
         if self.key is not None:
             _key_path(self.key)
         if self.max_entries is not None and self.max_entries < 1:
@@ -83,8 +75,8 @@ class CachePolicy:
 
     def resolve(self, channel: str, settings: Settings) -> ChannelCache:
         """The policy of ``channel`` with the settings' defaults filled in."""
-        ttl = _seconds(self.ttl, "ttl")
-        lease = _seconds(self.lease, "lease")
+        ttl = seconds(self.ttl, "CachePolicy(ttl=...)")
+        lease = seconds(self.lease, "CachePolicy(lease=...)")
         return ChannelCache(
             channel=channel,
             version=str(self.version),

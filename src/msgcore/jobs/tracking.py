@@ -358,11 +358,10 @@ class _JobMiddleware(BaseMiddleware):
         store = await self.tracker.store()
         holder = f"job {job_id} on {worker_id()}" if job_id else f"message on {worker_id()}"
         span = trace.get_current_span()
-        waited_from = time.monotonic()
         try:
             held = await acquire(store, key, holder=holder, lease=lock.lease, wait=lock.wait)
-        except LockTimeoutError:
-            self._lock_waited(span, lock, key, time.monotonic() - waited_from)
+        except LockTimeoutError as exc:
+            self._lock_waited(span, lock, key, exc.waited)
             raise
         self._lock_waited(span, lock, key, held.waited)
         if held.waited >= 1.0:

@@ -10,10 +10,12 @@ released: only a dead or stalled holder lets it run out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
 import weakref
+from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -30,28 +32,55 @@ logger = logging.getLogger("msgcore.locks")
 _BACKOFF_MIN = 0.002
 _BACKOFF_MAX = 0.05
 
-# Per event loop: key -> the event a release in this process sets. Waiters of another
-# store object on the same data wake too and simply try again.
-_RELEASED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Event]] = (
-    weakref.WeakKeyDictionary()
-)
 # Releases running after their holder went away (a cancelled acquire, a failed release
 # retried by nobody): referenced until done so they are not garbage-collected.
 _BACKGROUND: set[asyncio.Task[None]] = set()
 
 
-def _released(key: str) -> asyncio.Event:
-    events = _RELEASED.setdefault(asyncio.get_running_loop(), {})
-    event = events.get(key)
-    if event is None:
-        event = events[key] = asyncio.Event()
-    return event
+class _Releases:
+    """The keys this event loop's acquirers wait for, each with the event a release in
+    this process sets. An entry lives while someone waits for its key, so keys contended
+    once do not pile up. Waiters of another store object on the same data wake too and
+    simply try again."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[str, tuple[asyncio.Event, int]] = {}
+
+    @contextlib.contextmanager
+    def watch(self, key: str) -> Iterator[None]:
+        event, count = self.waiting.get(key) or (asyncio.Event(), 0)
+        self.waiting[key] = (event, count + 1)
+        try:
+            yield
+        finally:
+            event, count = self.waiting[key]
+            if count > 1:
+                self.waiting[key] = (event, count - 1)
+            else:
+                del self.waiting[key]
+
+    def released(self, key: str) -> asyncio.Event:
+        """The event of ``key``'s next release (inside ``watch(key)``)."""
+        return self.waiting[key][0]
+
+    def wake(self, key: str) -> None:
+        if (entry := self.waiting.get(key)) is not None:
+            event, count = entry
+            self.waiting[key] = (asyncio.Event(), count)
+            event.set()
+
+
+_RELEASES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Releases] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _releases() -> _Releases:
+    return _RELEASES.setdefault(asyncio.get_running_loop(), _Releases())
 
 
 def _wake(key: str) -> None:
-    events = _RELEASED.get(asyncio.get_running_loop())
-    if events is not None and (event := events.pop(key, None)) is not None:
-        event.set()
+    _releases().wake(key)
 
 
 async def acquire(store: Store, key: str, *, holder: str, lease: float, wait: float) -> HeldLock:
@@ -64,35 +93,39 @@ async def acquire(store: Store, key: str, *, holder: str, lease: float, wait: fl
     started = loop.time()
     deadline = started + wait
     interval = _BACKOFF_MIN
+    releases = _releases()
     try:
-        while True:
-            now = time.time()
-            other = await store.lock_acquire(key, token, holder=holder, lease=lease, now=now)
-            if other is None:
-                return HeldLock(store, key, token, lease=lease, waited=loop.time() - started)
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                waited = loop.time() - started
-                raise LockTimeoutError(
-                    f"The lock {key!r} is held by {other.holder} for "
-                    f"{max(other.expires_at - now, 0):.1f} s more (unless released); "
-                    f"gave up after waiting {waited:.1f} s. Raise the wait "
-                    "(LockPolicy(wait=...) or MSGCORE_LOCKS__WAIT), or look for a holder "
-                    "that runs too long.",
-                    key=key,
-                    holder=other.holder,
-                    waited=waited,
-                )
-            released = _released(key)
-            # never sleep past the holder's lease: its lock is free from then on
-            pause = min(interval, remaining, max(other.expires_at - now, 0.0) + _BACKOFF_MIN)
-            try:
-                async with asyncio.timeout(pause):
-                    await released.wait()
-            except TimeoutError:
-                interval = min(interval * 2, _BACKOFF_MAX)
+        with releases.watch(key):
+            while True:
+                now = time.time()
+                other = await store.lock_acquire(key, token, holder=holder, lease=lease, now=now)
+                if other is None:
+                    return HeldLock(store, key, token, lease=lease, waited=loop.time() - started)
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    waited = loop.time() - started
+                    raise LockTimeoutError(
+                        f"The lock {key!r} is held by {other.holder} for "
+                        f"{max(other.expires_at - now, 0):.1f} s more (unless released); "
+                        f"gave up after waiting {waited:.1f} s. Raise the wait "
+                        "(LockPolicy(wait=...) or MSGCORE_LOCKS__WAIT), or look for a holder "
+                        "that runs too long.",
+                        key=key,
+                        holder=other.holder,
+                        waited=waited,
+                    )
+                released = releases.released(key)
+                # never sleep past the holder's lease: its lock is free from then on
+                pause = min(interval, remaining, max(other.expires_at - now, 0.0) + _BACKOFF_MIN)
+                try:
+                    async with asyncio.timeout(pause):
+                        await released.wait()
+                except TimeoutError:
+                    interval = min(interval * 2, _BACKOFF_MAX)
+    except LockTimeoutError:
+        raise
     except BaseException:
-        # a cancellation can land after the store took the key for us
+        # a cancellation (or a lost reply) can land after the store took the key for us
         _release_later(store, key, token)
         raise
 

@@ -16,23 +16,12 @@ import pydantic_core
 
 from msgcore.cache.keys import canonical_json
 from msgcore.exceptions import ConfigurationError, LockKeyError
+from msgcore.timespans import seconds
 
 if TYPE_CHECKING:
     from msgcore.settings import Settings
 
 __all__ = ["ChannelLock", "LockPolicy"]
-
-
-def _seconds(value: float | timedelta | None, what: str, *, zero: bool = False) -> float | None:
-    if value is None:
-        return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds < 0 or (seconds == 0 and not zero):
-        raise ConfigurationError(
-            f"LockPolicy({what}=...) must be {'zero or more' if zero else 'positive'}, "
-            f"got {value!r}"
-        )
-    return seconds
 
 
 @dataclass(frozen=True)
@@ -72,13 +61,13 @@ class LockPolicy:
             )
         if self.scope is not None and not self.scope:
             raise ConfigurationError("LockPolicy(scope=...) must not be empty")
-        _seconds(self.wait, "wait", zero=True)
-        _seconds(self.lease, "lease")
+        seconds(self.wait, "LockPolicy(wait=...)", allow_zero=True)
+        seconds(self.lease, "LockPolicy(lease=...)")
 
     def resolve(self, channel: str, settings: Settings) -> ChannelLock:
         """The policy of ``channel`` with the settings' defaults filled in."""
-        wait = _seconds(self.wait, "wait", zero=True)
-        lease = _seconds(self.lease, "lease")
+        wait = seconds(self.wait, "LockPolicy(wait=...)", allow_zero=True)
+        lease = seconds(self.lease, "LockPolicy(lease=...)")
         return ChannelLock(
             channel=channel,
             scope=self.scope or channel,
