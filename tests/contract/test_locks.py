@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from msgcore import JobFailed, LockPolicy, RetryPolicy, Router
+from msgcore import Client, JobFailed, JobStatus, LockPolicy, RetryPolicy, Router
 
 from .harness import Transport, running, wait_until
 
@@ -19,6 +19,10 @@ from .harness import Transport, running, wait_until
 def beside(transport: Transport, tmp_path: Path) -> str | None:
     """The default store of each transport (RabbitMQ's in this test's directory)."""
     return f"sqlite:///{tmp_path / 'store.db'}" if transport.name == "rabbit" else None
+
+
+async def status_of(client: Client, job_id: str, status: JobStatus) -> bool:
+    return (await client.get_job(job_id)).record.status is status
 
 
 class Overlaps:
@@ -97,7 +101,11 @@ async def test_lock_timeout_is_retried_then_dead_lettered(
             assert held.key == f"{unique}.orders:x"
             # the same key released before the retries run out: the job completes
             later = await client.submit(f"{unique}.orders", {"customer": "x", "n": 2})
-            await asyncio.sleep(0.35)
+            await wait_until(
+                lambda: status_of(client, later.id, JobStatus.RETRYING),
+                within=20,
+                what="the second job's first attempt to time out",
+            )
         assert await later.result(timeout=30) == 2
         assert (await later.status()).value == "completed"
         assert later.record.attempts >= 2

@@ -13,7 +13,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 
-from msgcore import Client, JobFailed, RetryPolicy, Router, telemetry
+from msgcore import Client, JobFailed, JobStatus, RetryPolicy, Router, telemetry
 from msgcore.telemetry import Telemetry
 from tests.metrics import queue_depth_points
 
@@ -239,6 +239,11 @@ async def test_cache_hits_and_misses_are_on_the_spans(
     assert any(name.startswith("messaging.process") for name, _ in found)
 
 
+async def running_job(client: Client, job_id: str) -> bool:
+    found = await client.store.get_job(job_id)
+    return found is not None and found.status is JobStatus.RUNNING
+
+
 async def test_lock_wait_is_on_the_span_and_in_a_histogram(
     transport: Transport, traces: Telemetry, unique: str, tmp_path: Any
 ) -> None:
@@ -253,13 +258,22 @@ async def test_lock_wait_is_on_the_span_and_in_a_histogram(
         first = await client.submit(f"{unique}.orders", {"customer": "ada", "n": 1})
         assert await first.result(timeout=10) == 1
         held = await client.lock(f"{unique}.orders:ada").__aenter__()
+        second_id = "lock-wait-" + unique
 
-        async def release_soon() -> None:
+        async def release_once_waiting() -> None:
+            # the attempt is running (waiting for the key) before the lock goes: its wait
+            # is at least the 0.3 s slept here, however slow the delivery was
+            await wait_until(
+                lambda: running_job(client, second_id), what="the second job's attempt"
+            )
             await asyncio.sleep(0.3)
             await held.release()
 
-        releasing = asyncio.create_task(release_soon())
-        second = await client.submit(f"{unique}.orders", {"customer": "ada", "n": 2})
+        # in memory the handler runs inside submit(): the release cannot wait for it
+        releasing = asyncio.create_task(release_once_waiting())
+        second = await client.submit(
+            f"{unique}.orders", {"customer": "ada", "n": 2}, job_id=second_id
+        )
         assert await second.result(timeout=10) == 2
         await releasing
         await wait_until(
@@ -274,7 +288,7 @@ async def test_lock_wait_is_on_the_span_and_in_a_histogram(
             assert span.attributes["msgcore.lock.key"] == f"{unique}.orders:ada"
             waits[span.attributes["msgcore.job_id"]] = span.attributes["msgcore.lock.wait"]
     assert waits[first.id] < 0.3  # the key was free
-    assert 0.25 <= waits[second.id] < 10
+    assert 0.3 <= waits[second.id] < 10
     found = metric_points(traces)
     assert found[("msgcore.lock.wait.duration", f"{unique}.orders")] == 2
 
