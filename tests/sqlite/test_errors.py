@@ -519,6 +519,45 @@ async def test_locked_database_at_connect_raises_database_locked_error(
         await broker.stop()
 
 
+async def test_a_new_file_opens_while_another_process_holds_its_write_lock(
+    db_path: Path, db_url: str
+) -> None:
+    """Two workers starting at once on a fresh file: switching it to WAL returns
+    SQLITE_BUSY at once (SQLite skips its busy handler there) while the other holds the
+    write lock; the connect waits for it like any locked write, within busy_timeout."""
+    other = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # a fresh file, still in rollback-journal mode
+    releaser = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    releaser.start()
+    broker = SqliteBroker(db_url, busy_timeout=5.0)
+    try:
+        started = time.monotonic()
+        await broker.connect()  # before the retry: DatabaseLockedError after ~0 s
+        assert time.monotonic() - started >= 0.25
+        await broker.publish("first", "q")
+        assert await broker.queue_depth("q") == 1
+    finally:
+        releaser.join()
+        other.close()
+        await broker.stop()
+
+
+async def test_a_new_file_held_past_busy_timeout_at_connect_is_a_locked_error(
+    db_path: Path, db_url: str
+) -> None:
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(DatabaseLockedError, match="busy_timeout"):
+            await SqliteBroker(db_url, busy_timeout=BUSY).connect()
+        # the message says it waited busy_timeout: now it has
+        assert BUSY - 0.1 <= time.monotonic() - started < BUSY + 1.5
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
 # -- a full disk -----------------------------------------------------------------------
 
 

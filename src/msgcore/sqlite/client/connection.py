@@ -183,8 +183,9 @@ class SqliteClient(QueueTransport):
     def _init_schema(conn: sqlite3.Connection, busy_timeout: float) -> None:
         # Startup may race other processes creating the schema: let SQLite wait here.
         conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        deadline = time.monotonic() + busy_timeout
         for pragma in q.PRAGMAS:
-            conn.execute(pragma)
+            SqliteClient._patiently(conn, pragma, deadline)
         # Probe the file before writing: a non-database file fails here with NOTADB.
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         found = SqliteClient._schema_in_place(conn)
@@ -208,6 +209,27 @@ class SqliteClient(QueueTransport):
                 f"The database was created by a newer msgcore (schema {found}, this version "
                 f"reads {SCHEMA_VERSION}). Upgrade msgcore on this host."
             )
+
+    @staticmethod
+    def _patiently(conn: sqlite3.Connection, sql: str, deadline: float) -> None:
+        """``sql``, tried again on SQLITE_BUSY until ``deadline`` (on this worker thread).
+
+        ``PRAGMA journal_mode=WAL`` on a new file returns SQLITE_BUSY at once, without
+        SQLite's busy handler, while another process holds a write lock there: two workers
+        starting together on a fresh file made one of them fail after ~10 ms.
+        """
+        pause = 0.002
+        while True:
+            try:
+                conn.execute(sql).fetchall()
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                    raise
+                if time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     @staticmethod
     def _schema_in_place(conn: sqlite3.Connection) -> int | None:
