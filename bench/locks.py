@@ -38,7 +38,8 @@ from bench.runs import cleanup, run_loop, settings_for  # noqa: E402
 from msgcore import Router, create_broker  # noqa: E402
 
 _BURST = 500
-"""Publishes in flight at once (2,000 at once exhaust the Redis broker's connection pool)."""
+"""Publishes in flight at once (the same on both sides; the figures in docs/benchmarks.md were
+measured with it)."""
 
 
 async def once(transport: str, n: int, keys: int, work: float, tmp: Path, *, locked: bool) -> float:

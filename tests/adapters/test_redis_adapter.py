@@ -154,6 +154,26 @@ async def test_publish_and_consume(settings: Settings, redis: Redis, unique: str
     assert pending["pending"] == 0, "acknowledged after the handler returned"
 
 
+async def test_a_burst_beyond_the_pool_waits_for_connections(
+    settings: Settings, redis: Redis, unique: str
+) -> None:
+    """More publishes in flight than the pool has connections: they wait for one instead
+    of failing with redis-py's MaxConnectionsError."""
+    small = settings.model_copy(update={"url": f"{settings.url}?max_connections=20"})
+    router = Router()
+    orders = router.publisher("orders")
+    seen = Sink()
+
+    @router.subscriber("orders", max_workers=8)
+    async def handle(n: int) -> None:
+        seen.add(n)
+
+    async with running(create_broker(router, settings=small)):
+        await asyncio.gather(*(orders.publish(n) for n in range(300)))
+        assert sorted(await seen.wait(300)) == list(range(300))
+    assert await redis.xlen(redis_stream("orders", f"{unique}:")) == 300
+
+
 async def test_fan_out_across_groups(settings: Settings, redis: Redis) -> None:
     router = Router()
     orders = router.publisher("orders")

@@ -14,7 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from faststream.redis import RedisBroker
 from faststream.redis.configs import ConnectionState
-from redis.asyncio import Redis
+from faststream.redis.configs.state import RedisConnectionState
+from redis.asyncio import BlockingConnectionPool, Redis
 from typing_extensions import override
 
 from msgcore.adapters.redis.connection import connection_class_for
@@ -26,6 +27,25 @@ __all__ = ["DEFAULT_MAX_CONNECTIONS", "MsgcoreRedisBroker"]
 
 DEFAULT_MAX_CONNECTIONS = 1000
 """Connection pool size unless the URL sets ``?max_connections=`` (redis-py: 100)."""
+POOL_TIMEOUT = 30.0
+"""Seconds a command waits for a free pooled connection before redis-py's
+``ConnectionError("No connection available.")``."""
+
+
+class _BlockingConnectionState(RedisConnectionState):
+    """FastStream's connection state with a blocking pool: a burst of publishes beyond
+    the pool's size waits for a free connection instead of failing at once with
+    ``MaxConnectionsError`` (2,000 publishes gathered at once did)."""
+
+    __slots__ = ()
+
+    @override
+    async def connect(self) -> Redis:
+        pool = BlockingConnectionPool(timeout=POOL_TIMEOUT, **self._options)
+        client = Redis.from_pool(pool)
+        self._client = client
+        self._connected = True
+        return client
 
 
 class MsgcoreRedisBroker(RedisBroker):
@@ -67,6 +87,12 @@ class MsgcoreRedisBroker(RedisBroker):
 
     def _log_line(self, message: str, level: int) -> None:
         self.config.logger.log(message, level, extra={"channel": "", "message_id": ""})
+
+    @override
+    def _make_connection_state(
+        self, connection_options: dict[str, Any], kwargs: dict[str, Any]
+    ) -> ConnectionState[Any]:
+        return _BlockingConnectionState(connection_options)
 
     @override
     def _make_producer(
