@@ -24,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from msgcore.adapters.redis.connection import connection_class_for
 from msgcore.adapters.redis.dead_letters import parse_record
 from msgcore.adapters.redis.envelope import Utf8BinaryMessageFormat
 from msgcore.adapters.redis.keys import ORIGIN_FIELD, ChannelKeys
@@ -95,7 +96,10 @@ class RedisOps(OpsBackend):
         if self._client is not None:
             return
         try:
-            client = Redis.from_url(self.url, socket_connect_timeout=_CONNECT_TIMEOUT)
+            options: dict[str, Any] = {"socket_connect_timeout": _CONNECT_TIMEOUT}
+            if (connection_class := connection_class_for(self.url)) is not None:
+                options["connection_class"] = connection_class  # keeps cancellations
+            client = Redis.from_url(self.url, **options)
         except ValueError as exc:
             raise InvalidURLError(
                 f"{redact_url(self.url)!r} is not a usable Redis URL "
