@@ -15,9 +15,7 @@ import pytest
 
 from msgcore.store import Store
 from msgcore.store.cache import CacheFill
-from msgcore.store.redis import RedisStore
-from msgcore.store.sqlite import SqliteStore
-from tests.contract.harness import delete_redis_keys
+from tests.cli.stores import cli_store
 
 
 def msgcore(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -37,15 +35,7 @@ async def filled(
     request: pytest.FixtureRequest, tmp_path: Path, unique: str
 ) -> AsyncIterator[tuple[dict[str, str], Store]]:
     """A store with two cached channels, and the environment that points at it."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'cli.db'}"
-        store: Store = SqliteStore(url)
-        env = {"MSGCORE_URL": url}
-    else:
-        url = str(request.getfixturevalue("redis_url"))
-        store = RedisStore(url, prefix=f"{unique}:")
-        env = {"MSGCORE_URL": url, "MSGCORE_REDIS__STREAM_PREFIX": f"{unique}:"}
-    async with store:
+    async with cli_store(request, tmp_path, unique) as (store, env):
         policy = json.dumps({"version": "3", "ttl": None, "max_entries": None, "lease": 30})
         await store.cache_register("render", policy)
         for key, channel, result in (("a", "render", b'"x"'), ("b", "render", b'"yy"')):
@@ -55,8 +45,6 @@ async def filled(
         await store.cache_fill(thumbs, b"[1,2,3]", job_id=None, now=time.time())
         await store.cache_lookup("a", now=time.time())
         yield env, store
-        if request.param == "redis":
-            await delete_redis_keys(url, f"{unique}:*")
 
 
 def by_channel(output: str) -> dict[str, dict[str, Any]]:

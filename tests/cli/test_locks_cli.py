@@ -10,11 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from msgcore.store import Store
-from msgcore.store.redis import RedisStore
-from msgcore.store.sqlite import SqliteStore
+from tests.cli.stores import cli_store
 from tests.cli.test_cache_cli import msgcore
-from tests.contract.harness import delete_redis_keys
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -22,15 +19,7 @@ async def held(
     request: pytest.FixtureRequest, tmp_path: Path, unique: str
 ) -> AsyncIterator[dict[str, str]]:
     """A store where two order locks and a report lock are held; the env pointing at it."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'cli.db'}"
-        store: Store = SqliteStore(url)
-        env = {"MSGCORE_URL": url}
-    else:
-        url = str(request.getfixturevalue("redis_url"))
-        store = RedisStore(url, prefix=f"{unique}:")
-        env = {"MSGCORE_URL": url, "MSGCORE_REDIS__STREAM_PREFIX": f"{unique}:"}
-    async with store:
+    async with cli_store(request, tmp_path, unique) as (store, env):
         now = time.time()
         for key, holder in (
             ("orders:ada", "job j1 on host:11"),
@@ -44,8 +33,6 @@ async def held(
         assert await store.lock_acquire("gone", "t", holder="x", lease=0.01, now=now) is None
         await asyncio.sleep(0.05)
         yield env
-    if request.param == "redis":
-        await delete_redis_keys(url, f"{unique}:*")
 
 
 def test_locks_table_and_json(held: dict[str, str]) -> None:
