@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from msgcore import RabbitSettings, RedisSettings, Settings
 from tests.contract.harness import delete_rabbit_names, delete_redis_keys
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "kill_tree",
     "terminate",
     "transport_env",
+    "transport_settings",
     "wait_exit",
 ]
 
@@ -47,6 +49,18 @@ def transport_env(url: str, unique: str) -> dict[str, str]:
         "MSGCORE_REDIS__STREAM_PREFIX": f"{unique}:",
         "MSGCORE_RABBIT__EXCHANGE": unique,
     }
+
+
+def transport_settings(url: str, unique: str, store_url: str | None = None) -> Settings:
+    """The ``Settings`` that ``transport_env`` (plus ``MSGCORE_STORE_URL``) describes, for
+    a client in the test process."""
+    return Settings(
+        url=url,
+        store_url=store_url,
+        log_messages=False,
+        redis=RedisSettings(stream_prefix=f"{unique}:"),
+        rabbit=RabbitSettings(exchange=unique),
+    )
 
 
 async def clean_servers(

@@ -31,10 +31,10 @@ from typing import Any
 import pytest
 from services.render import Page, expected
 
-from msgcore import Client, RabbitSettings, RedisSettings, Settings
+from msgcore import Client, Settings
 from msgcore.router import PublisherHandle
 from tests.contract.harness import delete_rabbit_names, delete_redis_keys
-from tests.processes import Stack, kill_tree, terminate
+from tests.processes import Stack, kill_tree, terminate, transport_settings
 
 pytestmark = [pytest.mark.slow]
 
@@ -73,13 +73,7 @@ class Case:
         return env
 
     def settings(self) -> Settings:
-        return Settings(
-            url=self.url,
-            store_url=self.store_url,
-            log_messages=False,
-            redis=RedisSettings(stream_prefix=f"{self.unique}:"),
-            rabbit=RabbitSettings(exchange=self.unique),
-        )
+        return transport_settings(self.url, self.unique, self.store_url)
 
     async def cleanup(self) -> None:
         if self.redis_url is not None:

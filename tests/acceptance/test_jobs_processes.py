@@ -35,8 +35,6 @@ from services.jobs import Task
 from msgcore import (
     Client,
     JobStatus,
-    RabbitSettings,
-    RedisSettings,
     Settings,
     Store,
     open_store,
@@ -49,6 +47,7 @@ from tests.processes import (
     kill_tree,
     terminate,
     transport_env,
+    transport_settings,
     wait_exit,
 )
 
@@ -98,12 +97,8 @@ class Target:
 
     def settings(self) -> Settings:
         """The same settings as ``env``, for a client in this process."""
-        return Settings(
-            url=self.url,
-            store_url=self.store_url if self.explicit_store else None,
-            log_messages=False,
-            redis=RedisSettings(stream_prefix=f"{self.unique}:"),
-            rabbit=RabbitSettings(exchange=self.unique),
+        return transport_settings(
+            self.url, self.unique, self.store_url if self.explicit_store else None
         )
 
     def store(self) -> Store:

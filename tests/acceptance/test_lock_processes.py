@@ -25,8 +25,15 @@ from typing import Any
 
 import pytest
 
-from msgcore import Client, JobStatus, RabbitSettings, RedisSettings, Settings
-from tests.processes import Stack, clean_servers, kill_tree, terminate, transport_env
+from msgcore import Client, JobStatus, Settings
+from tests.processes import (
+    Stack,
+    clean_servers,
+    kill_tree,
+    terminate,
+    transport_env,
+    transport_settings,
+)
 
 pytestmark = [pytest.mark.slow]
 
@@ -64,13 +71,7 @@ class Case:
         return env
 
     def settings(self) -> Settings:
-        return Settings(
-            url=self.url,
-            store_url=self.store_url,
-            log_messages=False,
-            redis=RedisSettings(stream_prefix=f"{self.unique}:"),
-            rabbit=RabbitSettings(exchange=self.unique),
-        )
+        return transport_settings(self.url, self.unique, self.store_url)
 
     def runs(self) -> list[dict[str, Any]]:
         """Every finished handler run the workers logged."""
