@@ -25,6 +25,7 @@ from msgcore.failures import INVALID_PAYLOAD
 from msgcore.locks import acquire
 from msgcore.locks.lock import _releases
 from msgcore.store.sqlite import SqliteStore
+from tests.contract.harness import wait_until
 
 
 def customer_of(order: Any) -> Any:
@@ -163,10 +164,10 @@ async def test_timeout_names_the_holder(store: SqliteStore) -> None:
 
 
 async def test_a_held_lock_outlives_its_lease_while_held(store: SqliteStore) -> None:
-    held = await acquire(store, "k", holder="long", lease=0.3, wait=0)
-    await asyncio.sleep(1.0)  # three leases: refreshed every 0.1 s
+    held = await acquire(store, "k", holder="long", lease=0.6, wait=0)
+    await asyncio.sleep(1.5)  # two and a half leases: refreshed every 0.2 s
     with pytest.raises(LockTimeoutError):
-        await acquire(store, "k", holder="other", lease=0.3, wait=0)
+        await acquire(store, "k", holder="other", lease=0.6, wait=0)
     assert not held.lost
     await held.release()
     await held.release()  # idempotent
@@ -181,8 +182,7 @@ async def test_a_lock_taken_over_after_its_lease_is_reported_lost(
     # what a process stalled past its lease looks like: the row ran out, another took it
     await store.lock_release("k", held.token)
     other = await acquire(store, "k", holder="other", lease=30, wait=0)
-    await asyncio.sleep(0.25)
-    assert held.lost
+    await wait_until(lambda: held.lost, within=5, what="the next refresh to find it lost")
     assert "ran out while held" in caplog.text
     await held.release()  # releases nothing of the new holder's
     assert [h.holder for h in await store.list_locks(now=time.time())] == ["other"]

@@ -287,7 +287,7 @@ async def test_lock_wait_is_on_the_span_and_in_a_histogram(
             assert span.attributes is not None
             assert span.attributes["msgcore.lock.key"] == f"{unique}.orders:ada"
             waits[span.attributes["msgcore.job_id"]] = span.attributes["msgcore.lock.wait"]
-    assert waits[first.id] < 0.3  # the key was free
+    assert waits[first.id] < 1.0  # the key was free: one store round trip
     assert 0.3 <= waits[second.id] < 10
     found = metric_points(traces)
     assert found[("msgcore.lock.wait.duration", f"{unique}.orders")] == 2
