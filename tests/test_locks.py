@@ -4,6 +4,7 @@ lock on a SQLite store (the store contract runs on Redis too: tests/store)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from msgcore import (
+    Client,
     ConfigurationError,
     LockKeyError,
     LockPolicy,
@@ -218,3 +220,13 @@ async def test_many_contenders_run_one_at_a_time(store: SqliteStore) -> None:
     assert overlaps == []
     assert _releases().waiting == {}
     assert await store.list_locks(now=time.time()) == []
+
+
+def test_client_lock_refuses_bad_waits_and_leases(tmp_path: Path) -> None:
+    client = Client(settings=Settings(url=f"sqlite:///{tmp_path / 'c.db'}"))
+    with pytest.raises(ConfigurationError, match=re.escape("wait=...) must be zero or more")):
+        client.lock("k", wait=-1)
+    with pytest.raises(ConfigurationError, match=re.escape("lease=...) must be positive")):
+        client.lock("k", lease=0)
+    with pytest.raises(ConfigurationError, match="needs a key"):
+        client.lock("")

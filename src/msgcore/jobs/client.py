@@ -45,6 +45,7 @@ from msgcore.store.locks import LockHolder
 from msgcore.telemetry.instrument import channel_names, instrument
 from msgcore.telemetry.naming import ATTR_CACHE, ATTR_CHANNEL, ATTR_JOB_ID
 from msgcore.telemetry.setup import active
+from msgcore.timespans import seconds
 
 __all__ = ["Client"]
 
@@ -628,11 +629,9 @@ class _LockContext:
     """What ``Client.lock`` returns: takes the lock on enter, releases it on exit."""
 
     def __init__(self, client: Client, key: str, *, wait: float, lease: float) -> None:
-        if wait < 0 or lease <= 0:
-            raise ConfigurationError(
-                f"client.lock({key!r}): wait must be 0 or more and lease positive, "
-                f"got wait={wait}, lease={lease}"
-            )
+        # the same checks (and messages) as LockPolicy's
+        seconds(wait, f"client.lock({key!r}, wait=...)", allow_zero=True)
+        seconds(lease, f"client.lock({key!r}, lease=...)")
         self.client, self.key, self.wait, self.lease = client, key, wait, lease
         self._held: HeldLock | None = None
 
