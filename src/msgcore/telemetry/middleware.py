@@ -14,10 +14,11 @@ on every publish and consume, context scopes. This one keeps to what a trace nee
 
 Measured per message (docs/benchmarks.md "Tracing"): a histogram recording costs about as
 much as a span (OpenTelemetry cleans, copies and hashes the attributes each time), and
-a span whose parent is not sampled still goes through the SDK's sampler. So there is one
-recording per processed message, and the child of an unsampled parent (most messages
-under head sampling) is a context made here: no parent span object, no sampler call, no
-span on a publish.
+a span the sampler drops still costs the SDK's whole ``start_span``. So there is one
+recording per processed message, and under head sampling a message that is not sampled
+(most of them) gets a context made here, with the SDK's own decision (``sampling.py``):
+no span object, no sampler call. The current context is read and set through
+``current.py``.
 """
 
 from __future__ import annotations
@@ -28,9 +29,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from faststream import BaseMiddleware
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.semconv.trace import SpanAttributes
 from opentelemetry.trace import (
     NonRecordingSpan,
@@ -44,6 +42,7 @@ from opentelemetry.trace import (
 )
 
 from msgcore.message import MessageView
+from msgcore.telemetry import current
 from msgcore.telemetry.durations import (
     DURATION_BUCKETS,
     PROCESS_DURATION,
@@ -55,6 +54,7 @@ from msgcore.telemetry.naming import (
     ChannelNames,
     MsgcoreTelemetryProvider,
 )
+from msgcore.telemetry.sampling import RootSampling, unsampled_child_ids
 
 if TYPE_CHECKING:
     from faststream._internal.context.repository import ContextRepo
@@ -115,9 +115,11 @@ class TracingMiddleware:
         self.record_duration = _duration_recorder(telemetry, self.system)
         # per (channel, operation): the span attributes; operation None: the metric's
         self._attrs: dict[tuple[str, str | None], dict[str, Any]] = {}
-        self._new_span_id = _span_ids(telemetry.tracer_provider)
+        self._new_span_id = unsampled_child_ids(telemetry.tracer_provider)
         """Span ids for children of unsampled parents, made here (None: the sampler may
         record such a child, every span goes through the SDK)."""
+        self.roots = RootSampling.of(self.tracer)
+        """Root sampling decided here (None: by the SDK for every root)."""
 
     def attrs(self, channel: str, operation: str | None) -> dict[str, Any]:
         """Attributes of ``channel``'s spans of ``operation`` (``process``/``publish``), or
@@ -177,11 +179,11 @@ class _Tracing(BaseMiddleware):
         if child is not None:
             # the common case under head sampling: one context, no parent span object
             span = NonRecordingSpan(child)
-            ctx = trace.set_span_in_context(span)
+            ctx = current.with_span(span)
         else:
             parent = None
             if parsed is not None:
-                parent = trace.set_span_in_context(NonRecordingSpan(_remote(parsed, state)))
+                parent = current.with_span(NonRecordingSpan(_remote(parsed, state)))
             # given at the start: each set_attribute afterwards takes the span's lock and
             # cleans the value again (~4 µs of a ~39 µs sampled process span)
             attributes = {
@@ -194,9 +196,9 @@ class _Tracing(BaseMiddleware):
             span = owner.tracer.start_span(
                 f"{channel} process", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
             )
-            ctx = trace.set_span_in_context(span, parent)
+            ctx = current.with_span(span, parent)
         self._process = span
-        token = otel_context.attach(ctx)
+        token = current.attach(ctx)
         started = time.perf_counter()
         failed: str | None = None
         try:
@@ -206,7 +208,7 @@ class _Tracing(BaseMiddleware):
             _failed(span, exc)
             raise
         finally:
-            otel_context.detach(token)
+            current.detach(token)
             span.end()
             owner.record_duration(
                 channel, owner.attrs(channel, None), failed, time.perf_counter() - started
@@ -214,27 +216,30 @@ class _Tracing(BaseMiddleware):
 
     async def publish_scope(self, call_next: Callable[[Any], Awaitable[Any]], cmd: Any) -> Any:
         owner = self.owner
-        up = trace.get_current_span().get_span_context()
+        up = current.current_span_context()
         parent = None
         if not up.is_valid and self._process is not None:
             # a reply is published after the process scope has left: parent it explicitly
             up = self._process.get_span_context()
-            parent = trace.set_span_in_context(self._process)
-        child = (
-            owner.unsampled_child(up.trace_id, up.trace_flags, up.trace_state)
-            if up.is_valid
-            else None  # a root: the sampler decides
-        )
+            parent = current.with_span(self._process)
+        if up.is_valid:
+            child = owner.unsampled_child(up.trace_id, up.trace_flags, up.trace_state)
+        else:  # a root: the sampler decides
+            child = None if owner.roots is None else owner.roots.dropped_root()
         if child is not None:
             _inject(cmd, child)
             return await call_next(cmd)
         channel = owner.provider.get_publish_destination_name(cmd)
-        span = owner.tracer.start_span(
-            f"{channel} publish",
-            context=parent,
-            kind=SpanKind.PRODUCER,
-            attributes=owner.attrs(channel, "publish"),
-        )
+        try:
+            span = owner.tracer.start_span(
+                f"{channel} publish",
+                context=parent,
+                kind=SpanKind.PRODUCER,
+                attributes=owner.attrs(channel, "publish"),
+            )
+        finally:
+            if owner.roots is not None:
+                owner.roots.started()
         _inject(cmd, span.get_span_context())
         try:
             return await call_next(cmd)
@@ -289,17 +294,3 @@ def _duration_recorder(
         histogram.record(s, attrs if failed is None else {**attrs, "error.type": failed})
 
     return record_sdk
-
-
-def _span_ids(provider: Any) -> Callable[[], int] | None:
-    """The provider's span id generator when its sampler never samples the child of an
-    unsampled parent (the default ``parentbased_*`` samplers), else None."""
-    sampler = getattr(provider, "sampler", None)
-    generator = getattr(provider, "id_generator", None)
-    if generator is None or not isinstance(sampler, ParentBased):
-        return None
-    delegates = (sampler._remote_parent_not_sampled, sampler._local_parent_not_sampled)
-    if any(d is not ALWAYS_OFF for d in delegates):
-        return None
-    new_id: Callable[[], int] = generator.generate_span_id
-    return new_id
