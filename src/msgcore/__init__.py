@@ -6,6 +6,7 @@ from msgcore import telemetry
 from msgcore.app import create_app, create_broker
 from msgcore.cache import CachePolicy, CacheStats
 from msgcore.exceptions import (
+    BrokerConnectionError,
     CacheError,
     CacheKeyError,
     ConfigurationError,
@@ -56,6 +57,7 @@ logging.getLogger("msgcore").addHandler(logging.NullHandler())
 __all__ = [
     "ALL",
     "FIRST",
+    "BrokerConnectionError",
     "CacheError",
     "CacheKeyError",
     "CachePolicy",

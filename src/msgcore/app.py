@@ -93,7 +93,7 @@ def create_broker(*routers: Router, settings: Settings | None = None) -> Any:
             handle.full_channel = f"{node.prefix}{handle.channel}"
             native = adapter.publisher(node.native, handle.full_channel, handle)
             natives[handle] = native
-            handle._bind(adapter.bind_publisher(broker, native))
+            handle._bind(adapter.bind(broker, native))
 
     subscribed: list[str] = []
     for node in nodes:
@@ -104,7 +104,7 @@ def create_broker(*routers: Router, settings: Settings | None = None) -> Any:
                     # declared on a router that was not passed here: bind it beside
                     # the subscriber that publishes through it
                     natives[handle] = adapter.publisher(node.native, handle.full_channel, handle)
-                    handle._bind(adapter.bind_publisher(broker, natives[handle]))
+                    handle._bind(adapter.bind(broker, natives[handle]))
                 publishers.append(natives[handle])
             channel = f"{node.prefix}{decl.channel}"
             subscribed.append(channel)

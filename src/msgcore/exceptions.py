@@ -17,7 +17,8 @@ password (URLs are redacted before they are formatted in).
     ├── DeliveryError
     │   ├── LeaseLostError
     │   ├── RequestTimeoutError          (also a TimeoutError)
-    │   └── PublishOutcomeUnknownError
+    │   ├── PublishOutcomeUnknownError
+    │   └── BrokerConnectionError        (also a ConnectionError)
     ├── JobError
     │   ├── JobFailed                    (the handler's error, from any process)
     │   ├── JobCancelledError
@@ -33,6 +34,7 @@ password (URLs are redacted before they are formatted in).
 from __future__ import annotations
 
 __all__ = [
+    "BrokerConnectionError",
     "CacheError",
     "CacheKeyError",
     "ConfigurationError",
@@ -111,6 +113,21 @@ class PublishOutcomeUnknownError(DeliveryError):
     The message may or may not have been stored; publish again with the same
     ``message_id`` if duplicates are harmless to your consumer.
     """
+
+
+class BrokerConnectionError(DeliveryError, ConnectionError):
+    """A publish or request could not reach the broker, or its connection dropped
+    during the call (the broker is down, restarting or unreachable).
+
+    The message may or may not have reached the broker: a connection can drop after
+    the broker took it. msgcore reconnects by itself, so the call can be made again
+    once the broker is back; a job submitted with a ``job_id`` is not queued twice.
+    ``server`` is the broker's URL without its password.
+    """
+
+    def __init__(self, message: str, *, server: str = "") -> None:
+        super().__init__(message)
+        self.server = server
 
 
 class JobError(MsgcoreError):

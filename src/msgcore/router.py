@@ -13,9 +13,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from msgcore.cache.policy import CachePolicy
-from msgcore.exceptions import ConfigurationError
+from msgcore.exceptions import BrokerConnectionError, ConfigurationError
 from msgcore.locks.policy import LockPolicy
 from msgcore.retry import RetryPolicy
+from msgcore.urls import redact_url
 
 if TYPE_CHECKING:
     from fast_depends.dependencies import Dependant
@@ -126,15 +127,22 @@ class PublisherHandle:
         not_before: datetime | None = None,
         priority: int | None = None,
     ) -> None:
-        """Publish ``message`` to this channel on the bound transport."""
-        await self.bound.publish(
-            message,
-            headers={**self.headers, **(headers or {})},
-            correlation_id=correlation_id,
-            delay=delay,
-            not_before=not_before,
-            priority=priority,
-        )
+        """Publish ``message`` to this channel on the bound transport.
+
+        Raises ``BrokerConnectionError`` when the broker cannot be reached or the
+        connection drops during the publish."""
+        bound = self.bound
+        try:
+            await bound.publish(
+                message,
+                headers={**self.headers, **(headers or {})},
+                correlation_id=correlation_id,
+                delay=delay,
+                not_before=not_before,
+                priority=priority,
+            )
+        except bound.connection_errors as exc:
+            raise _unreachable(bound, f"publish to channel {self.full_channel!r}", exc) from exc
 
     async def request(
         self,
@@ -148,12 +156,29 @@ class PublisherHandle:
 
         ``timeout`` defaults to ``Settings.request_timeout`` (30 s) on every transport.
         """
-        return await self.bound.request(
-            message,
-            headers={**self.headers, **(headers or {})},
-            correlation_id=correlation_id,
-            timeout=timeout,
-        )
+        bound = self.bound
+        try:
+            return await bound.request(
+                message,
+                headers={**self.headers, **(headers or {})},
+                correlation_id=correlation_id,
+                timeout=timeout,
+            )
+        except bound.connection_errors as exc:
+            raise _unreachable(
+                bound, f"send a request to channel {self.full_channel!r}", exc
+            ) from exc
+
+
+def _unreachable(bound: BoundPublisher, action: str, exc: BaseException) -> BrokerConnectionError:
+    cause = redact_url(f"{type(exc).__name__}: {exc}")
+    return BrokerConnectionError(
+        f"Could not {action}: the connection to the broker at {bound.server} failed "
+        f"({cause}). The broker may be down or restarting; msgcore reconnects by "
+        "itself, so try again once it is back. The message may or may not have reached "
+        "the broker (a job submitted with a job_id is not queued twice).",
+        server=bound.server,
+    )
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from msgcore.urls import redact_url
 
 if TYPE_CHECKING:
     from faststream._internal.basic_types import SendableMessage
@@ -35,6 +37,13 @@ class DeadLetterRecord:
 
 class BoundPublisher(ABC):
     """A ``PublisherHandle`` bound to one broker."""
+
+    connection_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    """What the transport's client raises when the broker cannot be reached or the
+    connection drops during a call (``PublisherHandle`` reports them as
+    ``BrokerConnectionError``)."""
+    server: str = ""
+    """The broker's URL without its password (set by ``TransportAdapter.bind``)."""
 
     @abstractmethod
     async def publish(
@@ -86,6 +95,12 @@ class TransportAdapter(ABC):
 
     @abstractmethod
     def bind_publisher(self, broker: Any, native_publisher: Any) -> BoundPublisher: ...
+
+    def bind(self, broker: Any, native_publisher: Any) -> BoundPublisher:
+        """``bind_publisher``, with the broker's redacted URL for its error messages."""
+        bound = self.bind_publisher(broker, native_publisher)
+        bound.server = redact_url(self.settings.url)
+        return bound
 
     @abstractmethod
     def subscribe(

@@ -170,7 +170,7 @@ class Client:
                 )
             handle = PublisherHandle(self._router, channel)
             native = self._adapter.publisher(self._broker, channel, handle)
-            handle._bind(self._adapter.bind_publisher(self._broker, native))
+            handle._bind(self._adapter.bind(self._broker, native))
             self._publishers[channel] = handle
         return handle
 

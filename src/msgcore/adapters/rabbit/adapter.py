@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
+from aiormq.exceptions import AMQPConnectionError, ChannelInvalidStateError
 from faststream.rabbit import RabbitRouter
 from faststream.rabbit.schemas import RabbitExchange
 
@@ -52,6 +53,10 @@ def _due(delay: float | None, not_before: datetime | float | None) -> float | No
 
 
 class _RabbitPublisher(BoundPublisher):
+    # ChannelInvalidStateError: the channel closed with its connection and is not
+    # reopened yet (aio-pika reconnects every few seconds)
+    connection_errors = (AMQPConnectionError, ChannelInvalidStateError, ConnectionError)
+
     def __init__(self, broker: MsgcoreRabbitBroker, publisher: MsgcoreRabbitPublisher) -> None:
         self.broker = broker
         self.publisher = publisher

@@ -13,6 +13,8 @@ from faststream.redis import RedisRouter
 from faststream.redis.publisher.usecase import StreamPublisher
 from faststream.redis.schemas import StreamSub
 from faststream.response.publish_type import PublishType
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from msgcore.adapters.base import BoundPublisher, DeadLetterRecord, TransportAdapter
 from msgcore.adapters.redis.broker import MsgcoreRedisBroker
@@ -86,6 +88,8 @@ def _schedule(due_set: str, delay: float | None, not_before: datetime | None) ->
 
 class RedisBoundPublisher(BoundPublisher):
     """A ``PublisherHandle`` bound to one broker's stream publisher."""
+
+    connection_errors = (RedisConnectionError, RedisTimeoutError, ConnectionError)
 
     def __init__(
         self,
