@@ -5,6 +5,12 @@ entries from being reclaimed by other workers (``XCLAIM … JUSTID`` resets thei
 time), and whatever is still held when the subscriber stops is handed back to the
 group at once. Every settlement is one Lua script that starts with ``XACK``: if the
 entry was reclaimed meanwhile, the late settlement changes nothing (see ``scripts``).
+
+A settlement that fails because the connection to Redis dropped is sent again until it
+goes through, for up to a third of the lease (``_through_drops``): otherwise a
+short outage would leave every entry being settled at that moment unacked until its
+lease ran out. Sending one again is safe: the first ``XACK`` that lands settles the
+entry, and the job store's writes ignore a finished job.
 """
 
 from __future__ import annotations
@@ -13,15 +19,17 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from faststream._internal._compat import dump_json
 from faststream.redis.message import bDATA_KEY
 from faststream.redis.parser import MessageFormat
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from msgcore.adapters.redis import scripts
 from msgcore.adapters.redis.dead_letters import DeadLetterEntry
@@ -31,6 +39,8 @@ from msgcore.retry import RetryPolicy
 
 __all__ = ["CURRENT_DELIVERY", "AckCommand", "Delivery", "Settlement", "describe_error"]
 
+T = TypeVar("T")
+
 _ATTEMPT = ATTEMPT_FIELD.encode()
 _ORIGIN = ORIGIN_FIELD.encode()
 
@@ -38,6 +48,9 @@ _ORIGIN = ORIGIN_FIELD.encode()
 
 CURRENT_DELIVERY: ContextVar[Delivery | None] = ContextVar("msgcore_redis_delivery", default=None)
 """The entry whose handler runs in this task (for the error-recording middleware)."""
+
+_DROPS = (RedisConnectionError, RedisTimeoutError, ConnectionError)
+"""What redis-py raises when the connection drops or the server cannot be reached."""
 
 LogFn = Callable[[str, int, dict[str, str]], None]
 """The subscriber's log: ``(message, level, extra)``."""
@@ -162,6 +175,21 @@ class Settlement:
 
     # -- settlements ---------------------------------------------------------------------
 
+    async def _through_drops(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, made again while the connection to Redis is down, for up to a
+        third of the lease (the entry's last heartbeat was at most a third of it ago,
+        so no other worker can have reclaimed it before that; see the module)."""
+        deadline = time.monotonic() + self.lease_seconds / 3
+        pause = 0.05
+        while True:
+            try:
+                return await call()
+            except _DROPS:
+                if time.monotonic() + pause > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
     async def ack(self, delivery: Delivery) -> None:
         if not self._take(delivery):
             return
@@ -170,7 +198,9 @@ class Settlement:
         if delivery.with_ack:
             acked = await self._ack_with(delivery.with_ack, ack_keys, ack_args)
         else:
-            acked = await scripts.ACK(self._client(), ack_keys, ack_args)
+            acked = await self._through_drops(
+                lambda: scripts.ACK(self._client(), ack_keys, ack_args)
+            )
         if not acked:
             self._lease_lost(delivery, "ack")
 
@@ -181,10 +211,11 @@ class Settlement:
         ack_args: Sequence[scripts.ScriptArg],
     ) -> Any:
         """The ack and ``commands`` in one ``MULTI``/``EXEC``: one round trip, atomic."""
-        client = self._client()
         calls = [(scripts.ACK, ack_keys, ack_args), *((c.script, c.keys, c.args) for c in commands)]
         try:
-            replies = await scripts.run_atomically(client, calls)
+            replies = await self._through_drops(
+                lambda: scripts.run_atomically(self._client(), calls)
+            )
         except BaseException as exc:
             for command in commands:
                 if not command.result.done():
@@ -237,17 +268,15 @@ class Settlement:
             error=describe_error(delivery.error),
             failed_at=time.time(),
         )
-        done = await scripts.DEAD_LETTER(
-            self._client(),
-            [delivery.stream, self.keys.dead, self.keys.dead_index],
-            [
-                self.group,
-                delivery.entry_id,
-                delivery.delete_flag,
-                self.keys.channel,
-                *entry.fields(self.keys.channel),
-            ],
-        )
+        keys = [delivery.stream, self.keys.dead, self.keys.dead_index]
+        args: list[scripts.ScriptArg] = [
+            self.group,
+            delivery.entry_id,
+            delivery.delete_flag,
+            self.keys.channel,
+            *entry.fields(self.keys.channel),
+        ]
+        done = await self._through_drops(lambda: scripts.DEAD_LETTER(self._client(), keys, args))
         if not done:
             self._lease_lost(delivery, "dead-letter")
             return
@@ -270,7 +299,7 @@ class Settlement:
                 continue
             attempt = delivery.attempt + (1 if delivery.started else 0)
             try:
-                released += await self._requeue(delivery, attempt, None)
+                released += await self._requeue(delivery, attempt, None, patient=False)
             except Exception as exc:  # the lease runs out instead: reclaimed later
                 self._log(
                     delivery,
@@ -280,24 +309,29 @@ class Settlement:
         self._held.clear()
         return released
 
-    async def _requeue(self, delivery: Delivery, attempt: int, wait: float | None) -> bool:
+    async def _requeue(
+        self, delivery: Delivery, attempt: int, wait: float | None, *, patient: bool = True
+    ) -> bool:
+        """``patient=False`` (shutdown): no second try if the connection is down."""
         if not self._take(delivery):
             return False
         delay_ms = "" if not wait else str(max(int(wait * 1000), 1))
-        done = await scripts.REQUEUE(
-            self._client(),
-            [delivery.stream, self.retry_stream, self.retry_set],
-            [
-                self.group,
-                delivery.entry_id,
-                delivery.delete_flag,
-                uuid.uuid4().hex,
-                delay_ms,
-                delivery.origin,
-                attempt,
-                *delivery.copy_fields(),
-            ],
-        )
+        keys = [delivery.stream, self.retry_stream, self.retry_set]
+        args: list[scripts.ScriptArg] = [
+            self.group,
+            delivery.entry_id,
+            delivery.delete_flag,
+            uuid.uuid4().hex,
+            delay_ms,
+            delivery.origin,
+            attempt,
+            *delivery.copy_fields(),
+        ]
+
+        def requeue() -> Awaitable[Any]:
+            return scripts.REQUEUE(self._client(), keys, args)
+
+        done = await (self._through_drops(requeue) if patient else requeue())
         if not done:
             self._lease_lost(delivery, "retry")
             return False
