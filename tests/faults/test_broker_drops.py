@@ -1,0 +1,237 @@
+"""Fault injection: the broker connection of a worker or a client fails, on Redis and
+RabbitMQ (real servers), and nothing is lost.
+
+Each case puts a ``FaultProxy`` between the process under test and the server, then
+aborts its connections (as a server restart or a network failure would) or refuses new
+ones for a while (the server is down):
+
+- a ``faststream run`` worker whose connections are cut three times while it runs 400
+  jobs: it reconnects by itself and every job ends ``completed`` exactly once, with its
+  result (RabbitMQ hands back the unacked in-flight jobs at each cut: they run again,
+  and still complete once);
+- a worker whose broker is down for 3 s in the middle of a run: the same;
+- a client publishing and submitting while its broker is down: each call raises a typed
+  msgcore error at once (``BrokerConnectionError``; on Redis a submit goes through the
+  job store, ``StorageError``), with the server's URL and without its password; a
+  failed submit leaves no job record behind; once the server is back, the same client
+  publishes again (Redis at once, RabbitMQ once aio-pika has reconnected, every 5 s).
+
+The SQLite transport has no connection to lose: its faults (processes killed mid-run,
+a locked or full database) are in ``tests/sqlite``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from services.jobs import Task
+
+from msgcore import (
+    BrokerConnectionError,
+    Client,
+    JobStatus,
+    MsgcoreError,
+    Router,
+    Settings,
+    StorageError,
+    create_broker,
+)
+from msgcore.store import FeedEvent, Store
+from tests.faults.proxy import FaultProxy
+from tests.processes import Proc, Stack, clean_servers, terminate, transport_env, transport_settings
+
+pytestmark = [pytest.mark.slow]
+
+WORKER = ["services.jobs:app"]
+GROUP = "workers"
+JOBS = 400
+JOB_SLEEP = 0.05
+"""400 jobs of 50 ms on 8 handlers: the run lasts ~2.5 s, long enough for the faults."""
+
+
+@dataclass
+class Case:
+    name: str
+    url: str
+    unique: str
+    store_url: str | None
+    """RabbitMQ keeps no job state: its cases use a SQLite store of their own."""
+    proxy: FaultProxy
+
+    @property
+    def channel(self) -> str:
+        return f"{self.unique}.jobs.square"
+
+    def worker_env(self) -> dict[str, str]:
+        """The worker reaches the broker (and on Redis its job store) through the proxy."""
+        env = {
+            **transport_env(self.proxy.url(), self.unique),
+            "MSGCORE_JOBS_PREFIX": f"{self.unique}.",
+            "MSGCORE_JOBS_MAX_WORKERS": "8",
+            "MSGCORE_JOBS_LEASE": "30",
+        }
+        if self.store_url:
+            env["MSGCORE_STORE_URL"] = self.store_url
+        return env
+
+    def settings(self, *, proxied: bool = False) -> Settings:
+        url = self.proxy.url() if proxied else self.url
+        return transport_settings(url, self.unique, self.store_url)
+
+
+@pytest.fixture(params=["redis", "rabbit"])
+async def case(
+    request: pytest.FixtureRequest, tmp_path: Path, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Case]:
+    monkeypatch.delenv("MSGCORE_STORE_URL", raising=False)
+    name = request.param
+    url = str(request.getfixturevalue(f"{name}_url"))
+    store_url = f"sqlite:///{tmp_path / 'store.db'}" if name == "rabbit" else None
+    with FaultProxy(url) as proxy:
+        try:
+            yield Case(name, url, unique, store_url, proxy)
+        finally:
+            await clean_servers(name, url, unique, {(f"{unique}.jobs.square", GROUP)}, set())
+
+
+@pytest.fixture
+def stack(tmp_path: Path, case: Case) -> Iterator[Stack]:
+    s = Stack(tmp_path, case.worker_env())
+    try:
+        yield s
+    finally:
+        s.cleanup()
+
+
+async def _feed_after(store: Store, position: str) -> list[FeedEvent]:
+    events: list[FeedEvent] = []
+    while True:
+        position, batch = await store.read_feed(position, timeout=0.5)
+        if not batch:
+            return events
+        events += batch
+
+
+async def _run_jobs_through(case: Case, worker: Proc, fault: object) -> float:
+    """Submit JOBS jobs (directly, not through the proxy), run ``fault`` while the
+    worker handles them, and check that each completes exactly once with its result.
+    Returns when (``time.monotonic()``) the last job had completed."""
+    async with Client(settings=case.settings()) as client:
+        position = await client.store.feed_position()
+        jobs = await client.submit_many(
+            case.channel, [Task(n=n, sleep=JOB_SLEEP) for n in range(JOBS)]
+        )
+        assert callable(fault)
+        await fault()
+        waited = await client.wait(jobs, timeout=90)
+        finished = time.monotonic()
+        assert not waited.pending, (
+            f"{len(waited.pending)} of {JOBS} jobs unfinished after the fault\n{worker.tail()}"
+        )
+        await asyncio.sleep(1.0)  # room for a late duplicate to show itself
+        records = await client.store.get_jobs([j.id for j in jobs])
+        events = await _feed_after(client.store, position)
+        counts = await client.store.count_jobs(channel=case.channel)
+    for job in jobs:
+        record = records[job.id]
+        assert record.status is JobStatus.COMPLETED, record
+        assert job.outcome()["square"] == job.outcome()["n"] ** 2, record
+    assert counts[JobStatus.COMPLETED] == JOBS and sum(counts.values()) == JOBS, counts
+    per_job = Counter(e.job_id for e in events if e.job_id in records)
+    assert per_job == dict.fromkeys(records, 1), "a job finished more than once"
+    assert worker.popen.poll() is None, f"the worker exited\n{worker.tail()}"
+    # the worker logged the drops; none of its lines may carry the broker's password
+    assert "guest:guest" not in worker.output(), worker.tail()
+    return finished
+
+
+async def test_a_worker_whose_connections_are_cut_completes_every_job_once(
+    case: Case, stack: Stack
+) -> None:
+    worker = stack.worker("worker", WORKER)
+    await stack.wait_ready(worker)
+    cuts: list[int] = []
+
+    async def cut_three_times() -> None:
+        for _ in range(3):
+            await asyncio.sleep(0.5)
+            cuts.append(case.proxy.cut())
+
+    await _run_jobs_through(case, worker, cut_three_times)
+    assert cuts[0] > 0, f"nothing to cut: {cuts}"
+    assert case.proxy.accepted > cuts[0], "the worker never reconnected"
+    assert await terminate(worker) == 0, worker.tail()
+
+
+async def test_a_worker_waits_out_a_broker_outage_and_completes_every_job_once(
+    case: Case, stack: Stack
+) -> None:
+    worker = stack.worker("worker", WORKER)
+    await stack.wait_ready(worker)
+    outage: dict[str, float] = {}
+
+    async def down_for_three_seconds() -> None:
+        await asyncio.sleep(0.5)
+        case.proxy.refuse(True)
+        outage["cut"] = case.proxy.cut()
+        before = case.proxy.accepted
+        await asyncio.sleep(3.0)
+        outage["reconnected_while_down"] = case.proxy.accepted - before
+        case.proxy.refuse(False)
+        outage["back"] = time.monotonic()
+
+    finished = await _run_jobs_through(case, worker, down_for_three_seconds)
+    assert outage["cut"] > 0 and outage["reconnected_while_down"] == 0, outage
+    # Not the worker's 30 s lease: what the outage interrupted is settled (Redis) or
+    # redelivered (RabbitMQ) as soon as the worker is connected again.
+    assert finished - outage["back"] < 15.0, f"{finished - outage['back']:.1f}s after"
+    assert await terminate(worker) == 0, worker.tail()
+
+
+async def test_a_client_whose_broker_is_down_gets_typed_errors_then_recovers(case: Case) -> None:
+    router = Router()
+    publisher = router.publisher(f"{case.unique}.events")
+    settings = case.settings(proxied=True)
+    broker = create_broker(router, settings=settings)
+    async with broker, Client(settings=settings) as client:
+        await publisher.publish({"n": 0})
+        submitted = [await client.submit(case.channel, Task(n=1))]
+        case.proxy.refuse(True)
+        assert case.proxy.cut() > 0
+
+        started = time.monotonic()
+        with pytest.raises(BrokerConnectionError) as published:
+            await publisher.publish({"n": 1})
+        with pytest.raises(MsgcoreError) as submit:
+            await client.submit(case.channel, Task(n=2))
+        assert time.monotonic() - started < 5.0, "a call to a down broker must fail fast"
+        expected = StorageError if case.name == "redis" else BrokerConnectionError
+        assert isinstance(submit.value, expected), repr(submit.value)
+        for error in (published.value, submit.value):
+            text = str(error)
+            assert f"127.0.0.1:{case.proxy.port}" in text, text
+            assert "guest:guest" not in text, text
+        assert f"127.0.0.1:{case.proxy.port}" in published.value.server
+
+        case.proxy.refuse(False)
+        recovered_at = None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                await publisher.publish({"n": 3})
+                submitted.append(await client.submit(case.channel, Task(n=3)))
+            except MsgcoreError:
+                await asyncio.sleep(0.2)
+                continue
+            recovered_at = time.monotonic()
+            break
+        assert recovered_at is not None, "the client did not recover within 20 s"
+        # the failed submit left no record: only the submits that returned a job exist
+        counts = await client.store.count_jobs(channel=case.channel)
+        assert sum(counts.values()) == len(submitted), counts
