@@ -6,7 +6,10 @@ The process under test is given the proxy's address instead of the server's
 - ``cut()``: abort every open connection, both ways, as a server restart or a network
   failure would (the peers see a reset, not a polite close);
 - ``refuse(True)``: abort new connections as soon as they arrive, so that the server
-  looks down until ``refuse(False)``.
+  looks down until ``refuse(False)``;
+- ``stall()``: stop passing bytes on every open connection, without closing it, as a
+  network partition or a dead peer would (nothing tells either side); new connections
+  work.
 
 Only the connections of the process under test go through it: the test's own clients
 talk to the server directly, and other tests are untouched (no server restart, no
@@ -37,6 +40,7 @@ class FaultProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
         self._open: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._stalled: set[asyncio.StreamWriter] = set()
         self._refusing = False
         self.accepted = 0
         """Connections made through the proxy so far (refused ones not counted)."""
@@ -60,6 +64,11 @@ class FaultProxy:
     def cut(self) -> int:
         """Abort every open connection; how many there were."""
         count: int = self._run(self._cut())
+        return count
+
+    def stall(self) -> int:
+        """Freeze every open connection (until ``cut()``); how many there were."""
+        count: int = self._run(self._stall())
         return count
 
     def refuse(self, refusing: bool) -> None:
@@ -107,7 +116,10 @@ class FaultProxy:
         pair = (writer, up_writer)
         self._open.add(pair)
         try:
-            await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+            stalled = self._stalled
+            await asyncio.gather(
+                _pump(reader, up_writer, stalled), _pump(up_reader, writer, stalled)
+            )
         finally:
             self._open.discard(pair)
             for w in pair:
@@ -120,15 +132,25 @@ class FaultProxy:
             upstream.transport.abort()
         return len(pairs)
 
+    async def _stall(self) -> int:
+        pairs = list(self._open)
+        for client, upstream in pairs:
+            self._stalled.update((client, upstream))
+        return len(pairs)
+
     async def _close(self) -> None:
         if self._server is not None:
             self._server.close()
         await self._cut()
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pump(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stalled: set[asyncio.StreamWriter]
+) -> None:
     with contextlib.suppress(OSError, asyncio.IncompleteReadError):
         while data := await reader.read(65536):
+            if writer in stalled:
+                continue  # a partition: what is sent never arrives
             writer.write(data)
             await writer.drain()
     # one side ended: end the other, so the pair is torn down together

@@ -9,7 +9,11 @@ ones for a while (the server is down):
   jobs: it reconnects by itself and every job ends ``completed`` exactly once, with its
   result (RabbitMQ hands back the unacked in-flight jobs at each cut: they run again,
   and still complete once);
-- a worker whose broker is down for 3 s in the middle of a run: the same;
+- a worker whose broker is down for 3 s in the middle of a run: the same, and the jobs
+  the outage interrupted are done seconds after it (not after the 30 s lease);
+- a worker whose connections go silent (a partition: open, but nothing passes): it
+  notices by itself within a few leases (RabbitMQ: missed heartbeats; Redis: its
+  socket timeout and the lease) and connects again, and the same holds;
 - a client publishing and submitting while its broker is down: each call raises a typed
   msgcore error at once (``BrokerConnectionError``; on Redis a submit goes through the
   job store, ``StorageError``), with the server's URL and without its password; a
@@ -53,6 +57,8 @@ GROUP = "workers"
 JOBS = 400
 JOB_SLEEP = 0.05
 """400 jobs of 50 ms on 8 handlers: the run lasts ~2.5 s, long enough for the faults."""
+SILENT_LEASE = 4.0
+"""The worker's lease in the partition case (the default 30 s would make it minutes)."""
 
 
 @dataclass
@@ -191,6 +197,32 @@ async def test_a_worker_waits_out_a_broker_outage_and_completes_every_job_once(
     # Not the worker's 30 s lease: what the outage interrupted is settled (Redis) or
     # redelivered (RabbitMQ) as soon as the worker is connected again.
     assert finished - outage["back"] < 15.0, f"{finished - outage['back']:.1f}s after"
+    assert await terminate(worker) == 0, worker.tail()
+
+
+async def test_a_worker_whose_connections_go_silent_notices_and_completes_every_job_once(
+    case: Case, stack: Stack
+) -> None:
+    # a partition: the worker's connections stay open but nothing passes, and nothing
+    # tells it so; it must notice by itself and connect again. How soon follows from
+    # the lease: on RabbitMQ it sets the connection's heartbeat (missed heartbeats close
+    # it), on Redis the time after which unsettled entries are reclaimed.
+    stack.env["MSGCORE_JOBS_LEASE"] = str(SILENT_LEASE)
+    worker = stack.worker("worker", WORKER)
+    await stack.wait_ready(worker)
+    stalled: list[int] = []
+
+    async def go_silent() -> None:
+        await asyncio.sleep(0.5)
+        stalled.append(case.proxy.stall())
+
+    began = time.monotonic()
+    finished = await _run_jobs_through(case, worker, go_silent)
+    assert stalled[0] > 0, "nothing to stall"
+    assert case.proxy.accepted > stalled[0], "the worker never connected again"
+    took = finished - began
+    limit = 4 * SILENT_LEASE + 15
+    assert took < limit, f"{took:.1f}s to notice the silent connections and finish"
     assert await terminate(worker) == 0, worker.tail()
 
 
