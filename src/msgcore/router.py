@@ -174,9 +174,10 @@ def _unreachable(bound: BoundPublisher, action: str, exc: BaseException) -> Brok
     cause = redact_url(f"{type(exc).__name__}: {exc}")
     return BrokerConnectionError(
         f"Could not {action}: the connection to the broker at {bound.server} failed "
-        f"({cause}). The broker may be down or restarting; msgcore reconnects by "
-        "itself, so try again once it is back. The message may or may not have reached "
-        "the broker (a job submitted with a job_id is not queued twice).",
+        f"({cause}). Check that the broker is running there and that the URL's host, "
+        "port and password are right; msgcore reconnects by itself, so try again once "
+        "it answers. The message may or may not have reached the broker (a job "
+        "submitted with a job_id is not queued twice).",
         server=bound.server,
     )
 

@@ -18,7 +18,9 @@ ones for a while (the server is down):
   msgcore error at once (``BrokerConnectionError``; on Redis a submit goes through the
   job store, ``StorageError``), with the server's URL and without its password; a
   failed submit leaves no job record behind; once the server is back, the same client
-  publishes again (Redis at once, RabbitMQ once aio-pika has reconnected, every 5 s).
+  publishes again (Redis at once, RabbitMQ once aio-pika has reconnected, every 5 s);
+- a broker started while the server is down: ``BrokerConnectionError`` at once, saying
+  what to check.
 
 The SQLite transport has no connection to lose: its faults (processes killed mid-run,
 a locked or full database) are in ``tests/sqlite``.
@@ -267,3 +269,19 @@ async def test_a_client_whose_broker_is_down_gets_typed_errors_then_recovers(cas
         # the failed submit left no record: only the submits that returned a job exist
         counts = await client.store.count_jobs(channel=case.channel)
         assert sum(counts.values()) == len(submitted), counts
+
+
+async def test_starting_against_a_broker_that_is_down_is_a_typed_error(case: Case) -> None:
+    case.proxy.refuse(True)
+    router = Router()
+    publisher = router.publisher(f"{case.unique}.events")
+    broker = create_broker(router, settings=case.settings(proxied=True))
+    started = time.monotonic()
+    with pytest.raises(BrokerConnectionError) as raised:
+        # RabbitMQ connects on start; Redis connects lazily, on the first command
+        async with broker:
+            await publisher.publish({"n": 1})
+    assert time.monotonic() - started < 5.0
+    text = str(raised.value)
+    assert f"127.0.0.1:{case.proxy.port}" in text and "guest:guest" not in text, text
+    assert "running" in text, text  # says what to check

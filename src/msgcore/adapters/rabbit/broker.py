@@ -8,12 +8,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from aiormq.exceptions import AMQPConnectionError
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.publisher.producer import AioPikaFastProducerImpl
 from typing_extensions import override
 
 from msgcore.adapters.rabbit.requester import Requester
 from msgcore.adapters.rabbit.topology import WaitQueues, topic_exchange
+from msgcore.exceptions import BrokerConnectionError
+from msgcore.urls import redact_url
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -112,7 +115,16 @@ class MsgcoreRabbitBroker(RabbitBroker):
     async def _connect(self) -> RobustConnection:
         if (heartbeat := self._lease_heartbeat()) is not None:
             self._connection_kwargs["heartbeat"] = heartbeat
-        connection = await super()._connect()
+        try:
+            connection = await super()._connect()
+        except (AMQPConnectionError, ConnectionError, OSError) as exc:
+            url = redact_url(str(self._connection_kwargs.get("url", "")))
+            raise BrokerConnectionError(
+                f"Cannot connect to RabbitMQ at {url} ({type(exc).__name__}: "
+                f"{redact_url(str(exc))}). Check that RabbitMQ is running there and that the "
+                "URL's host, port, user and password are right (MSGCORE_URL).",
+                server=url,
+            ) from exc
         # Its alternate exchange is declared only once a publish needs it (unrouted.py).
         await self.config.declarer.declare_exchange(self.msgcore_exchange)
         return connection
