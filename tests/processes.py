@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from msgcore import RabbitSettings, RedisSettings, Settings
+from msgcore.store import FeedEvent, Store
 from tests.contract.harness import delete_rabbit_names, delete_redis_keys
 
 __all__ = [
@@ -29,7 +30,9 @@ __all__ = [
     "Proc",
     "Stack",
     "clean_servers",
+    "jobs_service_env",
     "kill_tree",
+    "read_feed_from",
     "terminate",
     "transport_env",
     "transport_settings",
@@ -49,6 +52,30 @@ def transport_env(url: str, unique: str) -> dict[str, str]:
         "MSGCORE_REDIS__STREAM_PREFIX": f"{unique}:",
         "MSGCORE_RABBIT__EXCHANGE": unique,
     }
+
+
+def jobs_service_env(url: str, unique: str, store_url: str | None = None) -> dict[str, str]:
+    """``transport_env`` plus what ``services.jobs`` reads: its channel prefixed with
+    ``unique``, and its defaults pinned against a developer's shell."""
+    env = {
+        **transport_env(url, unique),
+        "MSGCORE_JOBS_PREFIX": f"{unique}.",
+        "MSGCORE_JOBS_MAX_WORKERS": "8",
+        "MSGCORE_JOBS_LEASE": "30",
+    }
+    if store_url:
+        env["MSGCORE_STORE_URL"] = store_url
+    return env
+
+
+async def read_feed_from(store: Store, position: str) -> list[FeedEvent]:
+    """Every completion-feed event after ``position`` (until the feed is quiet)."""
+    events: list[FeedEvent] = []
+    while True:
+        position, batch = await store.read_feed(position, timeout=0.5)
+        if not batch:
+            return events
+        events += batch
 
 
 def transport_settings(url: str, unique: str, store_url: str | None = None) -> Settings:

@@ -39,14 +39,14 @@ from msgcore import (
     Store,
     open_store,
 )
-from msgcore.store import FeedEvent
 from tests.processes import (
     Proc,
     Stack,
     clean_servers,
+    jobs_service_env,
     kill_tree,
+    read_feed_from,
     terminate,
-    transport_env,
     transport_settings,
     wait_exit,
 )
@@ -84,16 +84,9 @@ class Target:
     @property
     def env(self) -> dict[str, str]:
         """What every process of the case reads (msgcore Settings + the service)."""
-        env = {
-            **transport_env(self.url, self.unique),
-            "MSGCORE_JOBS_PREFIX": f"{self.unique}.",
-            # the service's defaults, pinned against a developer's shell
-            "MSGCORE_JOBS_MAX_WORKERS": "8",
-            "MSGCORE_JOBS_LEASE": "30",
-        }
-        if self.explicit_store:
-            env["MSGCORE_STORE_URL"] = self.store_url
-        return env
+        return jobs_service_env(
+            self.url, self.unique, self.store_url if self.explicit_store else None
+        )
 
     def settings(self) -> Settings:
         """The same settings as ``env``, for a client in this process."""
@@ -189,16 +182,6 @@ def last_json(proc: Proc) -> dict[str, Any]:
     assert lines, f"{proc.name} printed no JSON line\n{proc.tail()}"
     report: dict[str, Any] = json.loads(lines[-1])
     return report
-
-
-async def read_feed_from(store: Store, position: str) -> list[FeedEvent]:
-    """Every completion-feed event after ``position`` (until the feed is quiet)."""
-    events: list[FeedEvent] = []
-    while True:
-        position, batch = await store.read_feed(position, timeout=0.5)
-        if not batch:
-            return events
-        events += batch
 
 
 async def stop_workers(stack: Stack, *, skip: Proc | None = None) -> dict[str, int]:

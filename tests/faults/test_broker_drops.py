@@ -48,9 +48,16 @@ from msgcore import (
     StorageError,
     create_broker,
 )
-from msgcore.store import FeedEvent, Store
 from tests.faults.proxy import FaultProxy
-from tests.processes import Proc, Stack, clean_servers, terminate, transport_env, transport_settings
+from tests.processes import (
+    Proc,
+    Stack,
+    clean_servers,
+    jobs_service_env,
+    read_feed_from,
+    terminate,
+    transport_settings,
+)
 
 pytestmark = [pytest.mark.slow]
 
@@ -78,15 +85,7 @@ class Case:
 
     def worker_env(self) -> dict[str, str]:
         """The worker reaches the broker (and on Redis its job store) through the proxy."""
-        env = {
-            **transport_env(self.proxy.url(), self.unique),
-            "MSGCORE_JOBS_PREFIX": f"{self.unique}.",
-            "MSGCORE_JOBS_MAX_WORKERS": "8",
-            "MSGCORE_JOBS_LEASE": "30",
-        }
-        if self.store_url:
-            env["MSGCORE_STORE_URL"] = self.store_url
-        return env
+        return jobs_service_env(self.proxy.url(), self.unique, self.store_url)
 
     def settings(self, *, proxied: bool = False) -> Settings:
         url = self.proxy.url() if proxied else self.url
@@ -117,15 +116,6 @@ def stack(tmp_path: Path, case: Case) -> Iterator[Stack]:
         s.cleanup()
 
 
-async def _feed_after(store: Store, position: str) -> list[FeedEvent]:
-    events: list[FeedEvent] = []
-    while True:
-        position, batch = await store.read_feed(position, timeout=0.5)
-        if not batch:
-            return events
-        events += batch
-
-
 async def _run_jobs_through(case: Case, worker: Proc, fault: object) -> float:
     """Submit JOBS jobs (directly, not through the proxy), run ``fault`` while the
     worker handles them, and check that each completes exactly once with its result.
@@ -144,7 +134,7 @@ async def _run_jobs_through(case: Case, worker: Proc, fault: object) -> float:
         )
         await asyncio.sleep(1.0)  # room for a late duplicate to show itself
         records = await client.store.get_jobs([j.id for j in jobs])
-        events = await _feed_after(client.store, position)
+        events = await read_feed_from(client.store, position)
         counts = await client.store.count_jobs(channel=case.channel)
     for job in jobs:
         record = records[job.id]
