@@ -29,6 +29,7 @@ from msgcore.exceptions import (
     SchemaVersionError,
     StorageError,
     StorageFullError,
+    StoreUnavailableError,
 )
 from msgcore.jobs import ALL, FIRST, Client, Job, ReturnWhen, SyncClient, SyncJob, WaitResult
 from msgcore.locks import HeldLock, LockPolicy
@@ -103,6 +104,7 @@ __all__ = [
     "StorageError",
     "StorageFullError",
     "Store",
+    "StoreUnavailableError",
     "SyncClient",
     "SyncJob",
     "TelemetrySettings",

@@ -13,7 +13,8 @@ password (URLs are redacted before they are formatted in).
     │   ├── DatabaseOpenError
     │   ├── DatabaseLockedError
     │   ├── StorageFullError
-    │   └── SchemaVersionError
+    │   ├── SchemaVersionError
+    │   └── StoreUnavailableError
     ├── DeliveryError
     │   ├── LeaseLostError
     │   ├── RequestTimeoutError          (also a TimeoutError)
@@ -57,6 +58,7 @@ __all__ = [
     "SchemaVersionError",
     "StorageError",
     "StorageFullError",
+    "StoreUnavailableError",
 ]
 
 
@@ -90,6 +92,15 @@ class StorageFullError(StorageError):
 
 class SchemaVersionError(StorageError):
     """The database was written by a newer msgcore whose schema this version cannot read."""
+
+
+class StoreUnavailableError(StorageError):
+    """The job store's server could not be reached (down, restarting, unreachable):
+    nothing was read or written.
+
+    A worker whose store is unavailable keeps the message it is on and waits for the
+    store instead of failing the attempt (so an outage dead-letters nothing).
+    """
 
 
 class DeliveryError(MsgcoreError):

@@ -68,6 +68,8 @@ JOB_SLEEP = 0.05
 """400 jobs of 50 ms on 8 handlers: the run lasts ~2.5 s, long enough for the faults."""
 SILENT_LEASE = 4.0
 """The worker's lease in the partition case (the default 30 s would make it minutes)."""
+STORE_OUTAGE = 20.0
+"""Longer than the default retry policy's five attempts last."""
 
 
 @dataclass
@@ -116,10 +118,13 @@ def stack(tmp_path: Path, case: Case) -> Iterator[Stack]:
         s.cleanup()
 
 
-async def _run_jobs_through(case: Case, worker: Proc, fault: object) -> float:
+async def _run_jobs_through(
+    case: Case, worker: Proc, fault: object, *, max_attempts: int | None = None
+) -> float:
     """Submit JOBS jobs (directly, not through the proxy), run ``fault`` while the
-    worker handles them, and check that each completes exactly once with its result.
-    Returns when (``time.monotonic()``) the last job had completed."""
+    worker handles them, and check that each completes exactly once with its result
+    (and within ``max_attempts``). Returns when (``time.monotonic()``) the last job had
+    completed."""
     async with Client(settings=case.settings()) as client:
         position = await client.store.feed_position()
         jobs = await client.submit_many(
@@ -140,6 +145,7 @@ async def _run_jobs_through(case: Case, worker: Proc, fault: object) -> float:
         record = records[job.id]
         assert record.status is JobStatus.COMPLETED, record
         assert job.outcome()["square"] == job.outcome()["n"] ** 2, record
+        assert max_attempts is None or record.attempts <= max_attempts, record
     assert counts[JobStatus.COMPLETED] == JOBS and sum(counts.values()) == JOBS, counts
     per_job = Counter(e.job_id for e in events if e.job_id in records)
     assert per_job == dict.fromkeys(records, 1), "a job finished more than once"
@@ -275,3 +281,39 @@ async def test_starting_against_a_broker_that_is_down_is_a_typed_error(case: Cas
     text = str(raised.value)
     assert f"127.0.0.1:{case.proxy.port}" in text and "guest:guest" not in text, text
     assert "running" in text, text  # says what to check
+
+
+async def test_a_worker_whose_job_store_is_down_waits_for_it_and_dead_letters_nothing(
+    rabbit_url: str, redis_url: str, tmp_path: Path, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RabbitMQ with its job state on Redis (the multi-host deployment docs/jobs.md
+    # recommends): the store is down for longer than the retry policy's attempts last
+    # (5 attempts, ~15 s of backoff). Failing the attempts would dead-letter the jobs;
+    # the worker waits for the store instead, and no job even spends a second attempt.
+    monkeypatch.delenv("MSGCORE_STORE_URL", raising=False)
+    with FaultProxy(redis_url) as proxy:
+        worker_case = Case("rabbit", rabbit_url, unique, proxy.url(), proxy)
+        client_case = Case("rabbit", rabbit_url, unique, redis_url, proxy)
+        stack = Stack(tmp_path, jobs_service_env(rabbit_url, unique, proxy.url()))
+        try:
+            worker = stack.worker("worker", WORKER)
+            await stack.wait_ready(worker)
+            outage: dict[str, float] = {}
+
+            async def store_down() -> None:
+                await asyncio.sleep(0.5)
+                proxy.refuse(True)
+                outage["cut"] = proxy.cut()
+                await asyncio.sleep(STORE_OUTAGE)
+                proxy.refuse(False)
+                outage["back"] = time.monotonic()
+
+            finished = await _run_jobs_through(client_case, worker, store_down, max_attempts=1)
+            assert outage["cut"] > 0, outage
+            assert finished - outage["back"] < 15.0, f"{finished - outage['back']:.1f}s after"
+            assert "the job store is unavailable" in worker.output(), worker.tail()
+            assert await terminate(worker) == 0, worker.tail()
+        finally:
+            stack.cleanup()
+            await clean_servers("rabbit", rabbit_url, unique, {(worker_case.channel, GROUP)}, set())
+            await clean_servers("redis", redis_url, unique, set(), set())

@@ -31,6 +31,7 @@ from msgcore.constants import DEFAULT_GROUP, HEADER_CACHE_BYPASS, HEADER_JOB_ID
 from msgcore.exceptions import CacheKeyError, LockTimeoutError
 from msgcore.failures import INVALID_PAYLOAD
 from msgcore.jobs.codec import decode_result, encode_result
+from msgcore.jobs.outages import through_store_outage
 from msgcore.locks.lock import acquire
 from msgcore.locks.policy import ChannelLock
 from msgcore.message import MessageView
@@ -455,13 +456,17 @@ class _JobMiddleware(BaseMiddleware):
                 tracker.retention,
                 read=not msg.headers.get(HEADER_CACHE_BYPASS),
             )
-        record = await store.start_attempt(
-            job_id,
-            channel=tracked.channel,
-            attempt=attempt,
-            worker_id=worker_id(),
-            now=started,
-            cache=check,
+        record = await through_store_outage(
+            lambda: store.start_attempt(
+                job_id,
+                channel=tracked.channel,
+                attempt=attempt,
+                worker_id=worker_id(),
+                now=started,
+                cache=check,
+            ),
+            job_id=job_id,
+            doing="starting its attempt",
         )
         span = trace.get_current_span()
         if record.done:
@@ -513,7 +518,11 @@ class _JobMiddleware(BaseMiddleware):
             queued = store.queue_finish_attempt(job_id, completion)
             if queued is not None:
                 queued.add_done_callback(partial(_check_recorded, job_id, attempt))
-            elif not await store.finish_attempt(job_id, completion):
+            elif not await through_store_outage(
+                lambda: store.finish_attempt(job_id, completion),
+                job_id=job_id,
+                doing="recording its result",
+            ):
                 _late_duplicate(job_id, attempt)
         return result
 

@@ -55,7 +55,7 @@ from msgcore.constants import (
     REDIS_LOCK_KEY,
     REDIS_SUBSCRIBERS_KEY,
 )
-from msgcore.exceptions import InvalidURLError, StorageError
+from msgcore.exceptions import InvalidURLError, StorageError, StoreUnavailableError
 from msgcore.store import scripts
 from msgcore.store.base import AttemptOutcome, FeedEvent, JobRecord, JobStatus, Store
 from msgcore.store.cache import (
@@ -279,7 +279,7 @@ class RedisStore(Store):
             yield
         except (RedisConnectionError, RedisTimeoutError) as exc:
             where = redact_url(self.url)
-            raise StorageError(
+            raise StoreUnavailableError(
                 f"Cannot reach the Redis job store at {where} ({type(exc).__name__}: "
                 f"{redact_url(str(exc))}). Check that Redis is running there and that the "
                 "URL's host, port and password are right, or point MSGCORE_STORE_URL at "

@@ -1,0 +1,63 @@
+"""A worker's job-store calls through an outage of the store.
+
+Failing the attempt when the job store (Redis: the Redis transport's server, or the
+store of a RabbitMQ deployment) cannot be reached would spend the message's attempts at
+the retry policy's pace: with the default policy an outage of ~15 s dead-letters every
+message the worker holds or takes meanwhile, although nothing is wrong with them. So
+the worker keeps the message and calls the store again until it answers. Only
+``StoreUnavailableError`` is waited through; any other error belongs to the attempt.
+While the store is down the worker's ``max_workers`` slots fill with waiting messages,
+so it takes no more; a worker that stops meanwhile hands them back (the wait is
+cancelled like a handler).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from msgcore.exceptions import StoreUnavailableError
+
+__all__ = ["through_store_outage"]
+
+T = TypeVar("T")
+
+logger = logging.getLogger("msgcore.jobs")
+
+FIRST_PAUSE = 0.1
+MAX_PAUSE = 5.0
+"""Seconds between calls while the store is down: doubling from the first to the cap."""
+
+
+async def through_store_outage(call: Callable[[], Awaitable[T]], *, job_id: str, doing: str) -> T:
+    """``call()``, made again while it raises ``StoreUnavailableError``; ``doing`` says
+    what for in the log (one warning when the wait starts, one line when it ends)."""
+    pause = FIRST_PAUSE
+    began: float | None = None
+    while True:
+        try:
+            result = await call()
+        except StoreUnavailableError as exc:
+            if began is None:
+                began = time.monotonic()
+                logger.warning(
+                    "job %s: the job store is unavailable while %s; the message waits for it: %s",
+                    job_id,
+                    doing,
+                    exc,
+                    extra={"job_id": job_id},
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, MAX_PAUSE)
+            continue
+        if began is not None:
+            logger.info(
+                "job %s: the job store answered again after %.1fs",
+                job_id,
+                time.monotonic() - began,
+                extra={"job_id": job_id},
+            )
+        return result
