@@ -12,6 +12,7 @@ from msgcore.adapters import adapter_for
 from msgcore.adapters.base import TransportAdapter
 from msgcore.jobs.tracking import JobTracker
 from msgcore.lifecycle import with_lifecycle
+from msgcore.logs import show_in_service
 from msgcore.router import PublisherHandle, Router
 from msgcore.settings import Settings
 from msgcore.telemetry.instrument import channel_names, instrument, watch_queue_depth
@@ -140,6 +141,10 @@ def _tie_to_broker(broker: Any, tracker: JobTracker) -> None:
 def create_app(*routers: Router, settings: Settings | None = None, **app_kwargs: Any) -> FastStream:
     """A ``faststream.FastStream`` app for ``create_broker(*routers, settings=settings)``.
 
-    ``faststream run module:app`` picks the transport from ``MSGCORE_URL``.
+    ``faststream run module:app`` picks the transport from ``MSGCORE_URL``. msgcore's
+    own log lines go to stdout beside FastStream's, unless the application configured
+    logging itself (``msgcore.logs``).
     """
+    settings = settings or Settings()
+    show_in_service(log_messages=settings.log_messages)
     return FastStream(create_broker(*routers, settings=settings), **app_kwargs)
