@@ -141,10 +141,17 @@ def _tie_to_broker(broker: Any, tracker: JobTracker) -> None:
 def create_app(*routers: Router, settings: Settings | None = None, **app_kwargs: Any) -> FastStream:
     """A ``faststream.FastStream`` app for ``create_broker(*routers, settings=settings)``.
 
-    ``faststream run module:app`` picks the transport from ``MSGCORE_URL``. msgcore's
-    own log lines go to stdout beside FastStream's, unless the application configured
-    logging itself (``msgcore.logs``).
+    ``faststream run module:app`` picks the transport from ``MSGCORE_URL``. Once the app
+    runs, msgcore's own log lines go to stdout beside FastStream's, unless the
+    application configured logging itself (``msgcore.logs``); importing a module that
+    builds an app (a client does) changes no logging.
     """
     settings = settings or Settings()
-    show_in_service(log_messages=settings.log_messages)
-    return FastStream(create_broker(*routers, settings=settings), **app_kwargs)
+    app = FastStream(create_broker(*routers, settings=settings), **app_kwargs)
+    log_messages = settings.log_messages
+
+    def show_logs() -> None:
+        show_in_service(log_messages=log_messages)
+
+    app.on_startup(show_logs)
+    return app

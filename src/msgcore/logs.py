@@ -4,8 +4,9 @@ As a library, msgcore logs under ``msgcore.*`` with only a ``NullHandler``: the
 application decides where logs go. A ``faststream run`` worker built by ``create_app``
 configures FastStream's loggers and nothing else, so msgcore's warnings (a job store
 that is down, a lock that was lost, a job dead-lettered) would be printed nowhere.
-``show_in_service`` gives the ``msgcore`` logger a console handler in FastStream's
-place (stdout), unless the application configured logging itself.
+``show_in_service`` (run by such an app when it starts) gives the ``msgcore`` logger a
+console handler in FastStream's place (stdout), unless the application configured
+logging itself.
 """
 
 from __future__ import annotations
