@@ -20,7 +20,11 @@ ones for a while (the server is down):
   failed submit leaves no job record behind; once the server is back, the same client
   publishes again (Redis at once, RabbitMQ once aio-pika has reconnected, every 5 s);
 - a broker started while the server is down: ``BrokerConnectionError`` at once, saying
-  what to check.
+  what to check;
+- a worker whose job store (Redis, under RabbitMQ) is down for 20 s: it holds its
+  messages and waits, spending no attempt and dead-lettering nothing;
+- a client whose store is down while it waits for jobs: the wait rides it out, and
+  raises ``StoreUnavailableError`` only if the store is still down at its timeout.
 
 The SQLite transport has no connection to lose: its faults (processes killed mid-run,
 a locked or full database) are in ``tests/sqlite``.
@@ -46,6 +50,7 @@ from msgcore import (
     Router,
     Settings,
     StorageError,
+    StoreUnavailableError,
     create_broker,
 )
 from tests.faults.proxy import FaultProxy
@@ -317,3 +322,52 @@ async def test_a_worker_whose_job_store_is_down_waits_for_it_and_dead_letters_no
             stack.cleanup()
             await clean_servers("rabbit", rabbit_url, unique, {(worker_case.channel, GROUP)}, set())
             await clean_servers("redis", redis_url, unique, set(), set())
+
+
+async def test_a_client_waiting_for_jobs_rides_out_a_store_outage(
+    redis_url: str, tmp_path: Path, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the client reaches Redis (its transport and job store) through the proxy, the
+    # worker directly: the client's wait loses its store for 3 s while the jobs run
+    monkeypatch.delenv("MSGCORE_STORE_URL", raising=False)
+    with FaultProxy(redis_url) as proxy:
+        case = Case("redis", redis_url, unique, None, proxy)
+        stack = Stack(tmp_path, jobs_service_env(redis_url, unique))
+        try:
+            worker = stack.worker("worker", WORKER)
+            await stack.wait_ready(worker)
+            async with Client(settings=case.settings(proxied=True)) as client:
+                jobs = await client.submit_many(
+                    case.channel, [Task(n=n, sleep=JOB_SLEEP) for n in range(JOBS)]
+                )
+                waiting = asyncio.create_task(client.wait(jobs, timeout=60))
+                await asyncio.sleep(0.3)
+                proxy.refuse(True)
+                assert proxy.cut() > 0
+                await asyncio.sleep(3.0)
+                assert not waiting.done(), "the wait ended during the outage"
+                proxy.refuse(False)
+                waited = await waiting
+            assert not waited.pending, f"{len(waited.pending)} of {JOBS} jobs not finished"
+            assert all(j.record.status is JobStatus.COMPLETED for j in jobs)
+            assert await terminate(worker) == 0, worker.tail()
+        finally:
+            stack.cleanup()
+            await clean_servers("redis", redis_url, unique, set(), set())
+
+
+async def test_a_client_wait_whose_store_stays_down_past_its_timeout_raises(
+    redis_url: str, unique: str
+) -> None:
+    with FaultProxy(redis_url) as proxy:
+        case = Case("redis", redis_url, unique, None, proxy)
+        async with Client(settings=case.settings(proxied=True)) as client:
+            job = await client.submit(case.channel, Task(n=1))
+            proxy.refuse(True)
+            proxy.cut()
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailableError):
+                await client.wait([job], timeout=2.0)
+            assert 1.0 < time.monotonic() - started < 4.0
+            proxy.refuse(False)
+        await clean_servers("redis", redis_url, unique, set(), set())

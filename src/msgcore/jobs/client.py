@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from faststream._internal.basic_types import SendableMessage
 from opentelemetry import context as otel_context
@@ -34,6 +34,7 @@ from msgcore.exceptions import (
 from msgcore.ids import new_message_id
 from msgcore.jobs.codec import decode_result
 from msgcore.jobs.job import Job, ReturnWhen, WaitResult
+from msgcore.jobs.outages import through_store_outage
 from msgcore.jobs.progress import WaitProgress
 from msgcore.jobs.tracking import worker_id
 from msgcore.locks.lock import HeldLock, acquire
@@ -48,6 +49,8 @@ from msgcore.telemetry.setup import active
 from msgcore.timespans import seconds
 
 __all__ = ["Client"]
+
+T = TypeVar("T")
 
 cache_logger = logging.getLogger("msgcore.cache")
 
@@ -540,13 +543,19 @@ class Client:
             by_id.setdefault(job.id, []).append(job)
         store = self.store
         deadline = None if timeout is None else time.monotonic() + timeout
-        position = await store.feed_position()
+        doing = f"waiting for {len(by_id)} job(s)"
+
+        def patient(call: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+            # a store outage within the timeout is waited out, not raised
+            return through_store_outage(call, doing=doing, deadline=deadline)
+
+        position = await patient(store.feed_position)
         pending = set(by_id)
         done: set[str] = set()
 
         async def recheck(ids: Iterable[str]) -> None:
             ids = list(ids)
-            records = await store.get_jobs(ids)
+            records = await patient(lambda: store.get_jobs(ids))
             for job_id in ids:
                 record = records.get(job_id)
                 if record is None:
@@ -569,7 +578,9 @@ class Client:
                 if deadline is not None and now >= deadline:
                     break
                 wake = _RECHECK_EVERY if deadline is None else min(_RECHECK_EVERY, deadline - now)
-                position, events = await store.read_feed(position, timeout=max(wake, 0.0))
+                position, events = await patient(
+                    partial(store.read_feed, position, timeout=max(wake, 0.0))
+                )
                 finished_ids = {e.job_id for e in events if e.job_id in pending}
                 if finished_ids:
                     await recheck(finished_ids)

@@ -8,7 +8,8 @@ the worker keeps the message and calls the store again until it answers. Only
 ``StoreUnavailableError`` is waited through; any other error belongs to the attempt.
 While the store is down the worker's ``max_workers`` slots fill with waiting messages,
 so it takes no more; a worker that stops meanwhile hands them back (the wait is
-cancelled like a handler).
+cancelled like a handler). ``Client.wait`` rides out an outage the same way, within its
+timeout.
 """
 
 from __future__ import annotations
@@ -32,32 +33,44 @@ MAX_PAUSE = 5.0
 """Seconds between calls while the store is down: doubling from the first to the cap."""
 
 
-async def through_store_outage(call: Callable[[], Awaitable[T]], *, job_id: str, doing: str) -> T:
-    """``call()``, made again while it raises ``StoreUnavailableError``; ``doing`` says
-    what for in the log (one warning when the wait starts, one line when it ends)."""
+async def through_store_outage(
+    call: Callable[[], Awaitable[T]],
+    *,
+    doing: str,
+    job_id: str | None = None,
+    deadline: float | None = None,
+) -> T:
+    """``call()``, made again while it raises ``StoreUnavailableError``, until
+    ``deadline`` (``time.monotonic()``; None: for as long as it takes), after which the
+    error is raised. ``doing`` says what for in the log: one warning when the wait
+    starts, one line when it ends."""
     pause = FIRST_PAUSE
     began: float | None = None
+    who = f"job {job_id}" if job_id else "client"
+    extra = {"job_id": job_id} if job_id else {}
     while True:
         try:
             result = await call()
         except StoreUnavailableError as exc:
+            if deadline is not None and time.monotonic() + pause >= deadline:
+                raise
             if began is None:
                 began = time.monotonic()
                 logger.warning(
-                    "job %s: the job store is unavailable while %s; the message waits for it: %s",
-                    job_id,
+                    "%s: the job store is unavailable while %s; waiting for it: %s",
+                    who,
                     doing,
                     exc,
-                    extra={"job_id": job_id},
+                    extra=extra,
                 )
             await asyncio.sleep(pause)
             pause = min(pause * 2, MAX_PAUSE)
             continue
         if began is not None:
             logger.info(
-                "job %s: the job store answered again after %.1fs",
-                job_id,
+                "%s: the job store answered again after %.1fs",
+                who,
                 time.monotonic() - began,
-                extra={"job_id": job_id},
+                extra=extra,
             )
         return result
