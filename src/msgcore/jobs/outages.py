@@ -4,8 +4,12 @@ Failing the attempt when the job store (Redis: the Redis transport's server, or 
 store of a RabbitMQ deployment) cannot be reached would spend the message's attempts at
 the retry policy's pace: with the default policy an outage of ~15 s dead-letters every
 message the worker holds or takes meanwhile, although nothing is wrong with them. So
-the worker keeps the message and calls the store again until it answers. Only
-``StoreUnavailableError`` is waited through; any other error belongs to the attempt.
+the worker keeps the message and calls the store again until it answers. The same holds
+for a SQLite store whose write lock another process holds past ``busy_timeout`` (a
+backup, a long purge): the attempt's result was refused, and failing the attempt would
+run the handler again or dead-letter a job whose record then stayed ``running``. Only
+``StoreUnavailableError`` and ``DatabaseLockedError`` are waited through; any other
+error belongs to the attempt.
 While the store is down the worker's ``max_workers`` slots fill with waiting messages,
 so it takes no more; a worker that stops meanwhile hands them back (the wait is
 cancelled like a handler). ``Client.wait`` rides out an outage the same way, within its
@@ -20,13 +24,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from msgcore.exceptions import StoreUnavailableError
+from msgcore.exceptions import DatabaseLockedError, StoreUnavailableError
 
 __all__ = ["through_store_outage"]
 
 T = TypeVar("T")
 
 logger = logging.getLogger("msgcore.jobs")
+
+PASSING = (StoreUnavailableError, DatabaseLockedError)
+"""The store errors that say nothing about the call: the same call succeeds later."""
 
 FIRST_PAUSE = 0.1
 MAX_PAUSE = 5.0
@@ -40,7 +47,7 @@ async def through_store_outage(
     job_id: str | None = None,
     deadline: float | None = None,
 ) -> T:
-    """``call()``, made again while it raises ``StoreUnavailableError``, until
+    """``call()``, made again while it raises one of ``PASSING``, until
     ``deadline`` (``time.monotonic()``; None: for as long as it takes), after which the
     error is raised. ``doing`` says what for in the log: one warning when the wait
     starts, one line when it ends."""
@@ -51,7 +58,7 @@ async def through_store_outage(
     while True:
         try:
             result = await call()
-        except StoreUnavailableError as exc:
+        except PASSING as exc:
             if deadline is not None and time.monotonic() + pause >= deadline:
                 raise
             if began is None:

@@ -575,14 +575,16 @@ class _JobMiddleware(BaseMiddleware):
         fill: CacheFill | None,
     ) -> None:
         if isinstance(exc, AckMessage):
-            await store.finish_attempt(
-                job_id,
-                AttemptOutcome(
-                    status=JobStatus.COMPLETED,
-                    attempt=attempt,
-                    now=time.time(),
-                    retention=self.tracker.retention,
-                ),
+            outcome = AttemptOutcome(
+                status=JobStatus.COMPLETED,
+                attempt=attempt,
+                now=time.time(),
+                retention=self.tracker.retention,
+            )
+            await through_store_outage(
+                lambda: store.finish_attempt(job_id, outcome),
+                job_id=job_id,
+                doing="recording its result",
             )
             if fill is not None:  # no result to cache; the key is free again
                 await store.cache_release([(fill.key, job_id)])
@@ -615,19 +617,22 @@ class _JobMiddleware(BaseMiddleware):
                     ATTR_ATTEMPT: attempt,
                 },
             )
+        outcome = AttemptOutcome(
+            status=status,
+            attempt=attempt,
+            now=time.time(),
+            retention=self.tracker.retention if dead else None,
+            error_type=type(exc).__name__,
+            error_message=str(exc)[:_ERROR_TEXT_LIMIT],
+            # a dead job releases its key's claim: failures are never cached
+            cache=fill,
+        )
         try:
-            await store.finish_attempt(
-                job_id,
-                AttemptOutcome(
-                    status=status,
-                    attempt=attempt,
-                    now=time.time(),
-                    retention=self.tracker.retention if dead else None,
-                    error_type=type(exc).__name__,
-                    error_message=str(exc)[:_ERROR_TEXT_LIMIT],
-                    # a dead job releases its key's claim: failures are never cached
-                    cache=fill,
-                ),
+            # a dead job's record would otherwise stay "running" for good
+            await through_store_outage(
+                lambda: store.finish_attempt(job_id, outcome),
+                job_id=job_id,
+                doing=f"recording attempt {attempt} as {status.value}",
             )
         except Exception as store_exc:  # the handler's error is the one to report
             logger.error(
