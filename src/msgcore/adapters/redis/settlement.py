@@ -70,6 +70,9 @@ class Delivery:
     error: BaseException | None = field(default=None, repr=False)
     with_ack: list[AckCommand] = field(default_factory=list, repr=False)
     """Scripts that run with this entry's ack, atomically (the job store's record)."""
+    resent: bool = False
+    """A settlement was sent again after the connection dropped: the first may have
+    landed, so a refusal then means it did, not that the lease was lost."""
 
     @property
     def attempt(self) -> int:
@@ -175,7 +178,7 @@ class Settlement:
 
     # -- settlements ---------------------------------------------------------------------
 
-    async def _through_drops(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def _through_drops(self, delivery: Delivery, call: Callable[[], Awaitable[T]]) -> T:
         """``call()``, made again while the connection to Redis is down, for up to a
         third of the lease (the entry's last heartbeat was at most a third of it ago,
         so no other worker can have reclaimed it before that; see the module)."""
@@ -187,6 +190,7 @@ class Settlement:
             except _DROPS:
                 if time.monotonic() + pause > deadline:
                     raise
+            delivery.resent = True
             await asyncio.sleep(pause)
             pause = min(pause * 2, 1.0)
 
@@ -196,25 +200,27 @@ class Settlement:
         ack_keys = [delivery.stream]
         ack_args: list[scripts.ScriptArg] = [self.group, delivery.entry_id, delivery.delete_flag]
         if delivery.with_ack:
-            acked = await self._ack_with(delivery.with_ack, ack_keys, ack_args)
+            acked = await self._ack_with(delivery, ack_keys, ack_args)
         else:
             acked = await self._through_drops(
-                lambda: scripts.ACK(self._client(), ack_keys, ack_args)
+                delivery, lambda: scripts.ACK(self._client(), ack_keys, ack_args)
             )
         if not acked:
             self._lease_lost(delivery, "ack")
 
     async def _ack_with(
         self,
-        commands: Sequence[AckCommand],
+        delivery: Delivery,
         ack_keys: Sequence[str],
         ack_args: Sequence[scripts.ScriptArg],
     ) -> Any:
-        """The ack and ``commands`` in one ``MULTI``/``EXEC``: one round trip, atomic."""
+        """The ack and the delivery's ``with_ack`` commands in one ``MULTI``/``EXEC``:
+        one round trip, atomic."""
+        commands = delivery.with_ack
         calls = [(scripts.ACK, ack_keys, ack_args), *((c.script, c.keys, c.args) for c in commands)]
         try:
             replies = await self._through_drops(
-                lambda: scripts.run_atomically(self._client(), calls)
+                delivery, lambda: scripts.run_atomically(self._client(), calls)
             )
         except BaseException as exc:
             for command in commands:
@@ -276,7 +282,9 @@ class Settlement:
             self.keys.channel,
             *entry.fields(self.keys.channel),
         ]
-        done = await self._through_drops(lambda: scripts.DEAD_LETTER(self._client(), keys, args))
+        done = await self._through_drops(
+            delivery, lambda: scripts.DEAD_LETTER(self._client(), keys, args)
+        )
         if not done:
             self._lease_lost(delivery, "dead-letter")
             return
@@ -331,7 +339,7 @@ class Settlement:
         def requeue() -> Awaitable[Any]:
             return scripts.REQUEUE(self._client(), keys, args)
 
-        done = await (self._through_drops(requeue) if patient else requeue())
+        done = await (self._through_drops(delivery, requeue) if patient else requeue())
         if not done:
             self._lease_lost(delivery, "retry")
             return False
@@ -391,6 +399,14 @@ class Settlement:
     # -- logging --------------------------------------------------------------------------
 
     def _lease_lost(self, delivery: Delivery, what: str) -> None:
+        if delivery.resent:
+            self._log(
+                delivery,
+                logging.INFO,
+                f"{what} of attempt {delivery.attempt} was sent again after the connection "
+                "dropped, and the first try had gone through",
+            )
+            return
         self._log(
             delivery,
             logging.WARNING,
