@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from msgcore.cli.common import console, print_json, run, settings
 from msgcore.cli.options import Channel, Json, StoreUrl, Url
+from msgcore.cli.tables import Col, fitted_table
 from msgcore.settings import Settings
 from msgcore.store import store_for
 from msgcore.store.cache import CacheStats
@@ -51,13 +52,10 @@ def stats(
     if not found:
         console.print("No cached channels in this store.")
         return
-    table = Table(title="result cache")
-    for col in ("channel", "version", "hits", "misses", "joined", "hit ratio", "entries", "size"):
-        table.add_column(col, justify="left" if col in ("channel", "version") else "right")
-    for s in found:
-        table.add_row(
-            s.channel,
-            s.version or "-",
+    rows = [
+        (
+            escape(s.channel),
+            escape(s.version or "-"),
             f"{s.hits:,}",
             f"{s.misses:,}",
             f"{s.joined:,}",
@@ -65,7 +63,18 @@ def stats(
             f"{s.entries:,}",
             _size(s.bytes),
         )
+        for s in found
+    ]
+    table = fitted_table("result cache", _COLUMNS, rows, width=console.width, keep=_KEEP)
     console.print(table)
+
+
+_COLUMNS = (
+    Col("channel"),
+    Col("version"),
+    *(Col(name, "figure") for name in ("hits", "misses", "joined", "hit ratio", "entries", "size")),
+)
+_KEEP = ("channel", "version", "hits", "misses", "hit ratio", "entries", "size")
 
 
 @app.command("clear")

@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from msgcore.cli.common import EXIT_ERROR, console, fail, print_json, quiet_libraries, run, settings
 from msgcore.cli.options import Channel, Group, Json, StoreUrl, Url
+from msgcore.cli.tables import Col, fitted_table
 from msgcore.ops import (
     DeadLetter,
     get_dead_letter,
@@ -80,20 +81,38 @@ def list_(
     if not found:
         console.print("No dead letters.")
         return
-    table = Table(title=f"dead letters · {config.safe_url}")
-    for col in ("id", "channel", "group", "attempts", "reason", "error", "failed"):
-        table.add_column(col, overflow="fold" if col in ("id", "error") else "ellipsis")
-    for d in found:
-        table.add_row(
+    rows = [
+        (
             d.id,
-            d.channel,
-            d.group,
+            escape(d.channel),
+            escape(d.group),
             str(d.attempts),
-            d.reason,
-            (d.error or "")[:120],
             _ago(d.failed_at),
+            escape(d.reason),
+            escape(d.error or ""),
         )
+        for d in found
+    ]
+    table = fitted_table(
+        f"dead letters · {config.safe_url}",
+        _COLUMNS,
+        rows,
+        width=console.width,
+        keep=("id", "channel", "group", "tries", "failed", "reason"),
+    )
     console.print(table)
+
+
+# ids are copied into `dlq show/replay/purge`: never cut; reason and error share the rest
+_COLUMNS = (
+    Col("id", "key"),
+    Col("channel"),
+    Col("group"),
+    Col("tries", "figure"),
+    Col("failed", "figure"),
+    Col("reason", "text"),
+    Col("error", "text"),
+)
 
 
 @app.command("show")

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -51,6 +50,7 @@ from msgcore.cli.common import (
     settings,
 )
 from msgcore.cli.options import StoreUrl, Url
+from msgcore.cli.tables import Col, compact_time, fitted_table
 from msgcore.exceptions import JobFailed, RequestTimeoutError
 from msgcore.jobs.job import Job
 from msgcore.settings import Settings, transport_of
@@ -135,17 +135,24 @@ def _status(record: JobRecord) -> str:
     return f"{record.status.value} (cached)" if record.cached else record.status.value
 
 
-def _column(table: Table, name: str, records: list[JobRecord]) -> None:
-    """Ids are copied into other commands: never shortened, the free text gives way."""
-    if name == "id":
-        width = max((len(r.job_id) for r in records), default=2)
-        table.add_column(name, no_wrap=True, min_width=width)
-    elif name in ("attempts", "duration"):
-        table.add_column(name, justify="right")
-    elif name in ("error", "result or error"):
-        table.add_column(name, overflow="ellipsis", max_width=80)
-    else:
-        table.add_column(name)
+# Ids are copied into other commands: never shortened; the free text gives way.
+_LISTED = (
+    Col("id", "key"),
+    Col("channel"),
+    Col("status", "key"),
+    Col("tries", "figure"),
+    Col("created", "key"),
+    Col("took", "figure"),
+    Col("error", "text"),
+)
+_WAITED = (
+    Col("id", "key"),
+    Col("channel"),
+    Col("status", "key"),
+    Col("tries", "figure"),
+    Col("took", "figure"),
+    Col("outcome", "text"),
+)
 
 
 def _check_timeout(timeout: float | None) -> None:
@@ -418,22 +425,27 @@ def list_jobs(
     if not found:
         console.print("No jobs match in this store.")
         return
-    # light borders: eight columns and a 32-character id must fit 80 columns
-    table = Table(title=f"jobs (newest first, at most {limit})", box=box.SIMPLE_HEAD)
-    for col in ("id", "channel", "status", "attempts", "cached", "created", "duration", "error"):
-        _column(table, col, found)
-    for r in found:
-        table.add_row(
+    rows = [
+        (
             r.job_id,
             escape(r.channel),
             r.status.value,
             str(r.attempts),
-            "yes" if r.cached else "",
-            _when(r.created_at),
-            _seconds(_duration(r)),
+            compact_time(r.created_at),
+            "cached" if r.cached else _seconds(_duration(r)),
             escape(_error(r)),
         )
-    console.print(table)
+        for r in found
+    ]
+    console.print(
+        fitted_table(
+            f"jobs (newest first, at most {limit})",
+            _LISTED,
+            rows,
+            width=console.width,
+            keep=("id", "channel", "status", "tries", "created"),
+        )
+    )
 
 
 async def _get(config: Settings, job_id: str) -> JobRecord | None:
@@ -542,22 +554,24 @@ def wait_jobs(
     if json:
         print_json([job_json(r) for r in found])
     else:
-        table = Table(title="jobs", box=box.SIMPLE_HEAD)
-        for col in ("id", "channel", "status", "attempts", "duration", "result or error"):
-            _column(table, col, found)
+        rows = []
         for r in found:
             outcome = _error(r) if r.error_type or r.error_message else ""
             if r.status is JobStatus.COMPLETED:
                 outcome = jsonlib.dumps(_decoded(r.result), default=str)
-            table.add_row(
-                r.job_id,
-                escape(r.channel),
-                _status(r),
-                str(r.attempts),
-                _seconds(_duration(r)),
-                escape(outcome),
+            rows.append(
+                (
+                    r.job_id,
+                    escape(r.channel),
+                    r.status.value,
+                    str(r.attempts),
+                    "cached" if r.cached else _seconds(_duration(r)),
+                    escape(outcome),
+                )
             )
-        console.print(table)
+        console.print(
+            fitted_table("jobs", _WAITED, rows, width=console.width, keep=("id", "status"))
+        )
     failed = [r for r in found if r.status in (JobStatus.DEAD, JobStatus.CANCELLED)]
     pending = [r for r in found if not r.done]
     # A failure is final and waiting longer cannot fix it: it decides over a timeout.

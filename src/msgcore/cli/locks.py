@@ -6,10 +6,11 @@ import time
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from msgcore.cli.common import console, print_json, run, settings
 from msgcore.cli.options import Json, StoreUrl, Url
+from msgcore.cli.tables import Col, fitted_table
 from msgcore.settings import Settings
 from msgcore.store import store_for
 from msgcore.store.locks import LockHolder
@@ -43,12 +44,9 @@ def locks(
     if not found:
         console.print("No locks are held" + (f" under {prefix!r}." if prefix else "."))
         return
-    table = Table(title="locks held")
-    table.add_column("key")
-    table.add_column("holder")
-    table.add_column("lease left", justify="right")
-    for h in found:
-        table.add_row(h.key, h.holder, f"{max(h.expires_at - now, 0):.1f} s")
+    rows = [(escape(h.key), escape(h.holder), f"{max(h.expires_at - now, 0):.1f} s") for h in found]
+    columns = (Col("key"), Col("holder"), Col("lease left", "figure"))
+    table = fitted_table("locks held", columns, rows, width=console.width)
     console.print(table)
 
 

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from msgcore.cli.common import console, print_json, quiet_libraries, run, settings
 from msgcore.cli.options import Channel, Json, StoreUrl, Url
+from msgcore.cli.tables import Col, fitted_table
 from msgcore.ops import GroupStats, channel_stats
 from msgcore.settings import Settings
 
@@ -36,16 +37,22 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
+_COLUMNS = (
+    Col("channel"),
+    Col("group"),
+    *(
+        Col(name, "figure")
+        for name in ("waiting", "running", "delayed", "retrying", "dead", "oldest", "consumers")
+    ),
+    Col("rate/s", "figure"),
+)
+
+
 def _table(
     found: list[GroupStats], rates: dict[tuple[str, str], float | None], where: str
 ) -> Table:
-    table = Table(title=f"msgcore stats · {where}")
-    columns = ("channel", "group", "waiting", "running", "delayed", "retrying", "dead")
-    for col in (*columns, "oldest", "consumers", "rate/s"):
-        table.add_column(col, justify="left" if col in ("channel", "group") else "right")
-    for s in found:
-        rate = rates.get((s.channel, s.group))
-        table.add_row(
+    rows = [
+        (
             s.channel,
             s.group,
             _n(s.waiting),
@@ -55,12 +62,19 @@ def _table(
             f"[red]{s.dead:,}[/]" if s.dead else "0",
             _age(s.oldest_age),
             _n(s.consumers),
-            "-" if rate is None else f"{rate:,.1f}",
+            "-" if (rate := rates.get((s.channel, s.group))) is None else f"{rate:,.1f}",
         )
+        for s in found
+    ]
+    # what a transport cannot tell ("-" throughout) is left out; the rest is always shown
+    keep = [c.header for c in _COLUMNS if c.header not in ("consumers", "rate/s")]
+    table = fitted_table(f"msgcore stats · {where}", _COLUMNS, rows, width=console.width, keep=keep)
     if not found:
         table.caption = "no channels yet (RabbitMQ: workers register theirs when they start)"
+    elif not any(row[-1] != "-" for row in rows):
+        table.caption = "rate: deliveries per second, with --watch (Redis)"
     else:
-        table.caption = "-: this transport cannot tell; rate: deliveries per second (--watch)"
+        table.caption = "-: this transport cannot tell; rate: deliveries per second"
     return table
 
 
