@@ -19,7 +19,7 @@ import pytest
 from faststream.middlewares import BaseMiddleware
 from pydantic import BaseModel
 
-from msgcore import Message, RequestTimeoutError, RetryPolicy, Router
+from msgcore import Message, RequestTimeoutError, RetryPolicy, Router, telemetry
 
 from .harness import Sink, Transport
 
@@ -352,6 +352,38 @@ async def test_max_attempts_one_dead_letters_on_first_failure(
     assert dead.group == "default"
     assert dead.error is not None
     assert "no second chance" in dead.error
+
+
+@pytest.mark.real_only
+@pytest.mark.parametrize("stack", ["jobs", "traced", "traced+jobs"])
+async def test_dead_letter_keeps_the_error_whichever_middleware_records_it(
+    transport: Transport, unique: str, stack: str, tmp_path: Any
+) -> None:
+    # the transport's error recording is folded into the first of msgcore's own
+    # middlewares (tracing, else jobs): the dead letter must still carry the error
+    router = Router(prefix=f"{unique}.")
+    jobs = router.publisher("jobs")
+
+    @router.subscriber("jobs", max_attempts=1)
+    async def once(body: int) -> None:
+        raise RuntimeError(f"no second chance for {body}")
+
+    traced = telemetry.setup("contract", "memory", set_global=False) if "traced" in stack else None
+    try:
+        broker = transport.broker(
+            router,
+            jobs={"track": "jobs" in stack},
+            store_url=f"sqlite:///{tmp_path / 'store.db'}",
+        )
+        assert hasattr(broker, "msgcore_telemetry") == (traced is not None)
+        async with transport.run(broker):
+            await jobs.publish(5)
+            [dead] = await transport.wait_dead_letters(broker, f"{unique}.jobs", 1)
+    finally:
+        telemetry.reset()
+    assert dead.attempts == 1
+    assert dead.error is not None
+    assert "RuntimeError" in dead.error and "no second chance for 5" in dead.error
 
 
 def _counting(counts: Counter[str]) -> type[BaseMiddleware]:

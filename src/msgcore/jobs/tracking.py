@@ -29,7 +29,7 @@ from msgcore.cache.keys import body_value, cache_key
 from msgcore.cache.policy import ChannelCache
 from msgcore.constants import DEFAULT_GROUP, HEADER_CACHE_BYPASS, HEADER_JOB_ID
 from msgcore.exceptions import CacheKeyError, LockTimeoutError
-from msgcore.failures import INVALID_PAYLOAD
+from msgcore.failures import INVALID_PAYLOAD, ErrorRecorder
 from msgcore.jobs.codec import decode_result, encode_result
 from msgcore.jobs.outages import through_store_outage
 from msgcore.locks.lock import acquire
@@ -134,6 +134,8 @@ class JobTracker:
         self._declarations: dict[int, _Tracked] = {}
         self._purged_at = time.monotonic()
         self._purging: asyncio.Task[None] | None = None
+        self.middleware = _JobMiddlewares(self)
+        """The router middleware factory FastStream calls once per message."""
 
     def track(self, subscriber: Any, decl: SubscriberDeclaration, channel: str) -> None:
         cache = None
@@ -248,10 +250,6 @@ class JobTracker:
             if deleted:
                 logger.info("deleted %d expired job record(s) and key(s)", deleted)
 
-    def middleware(self, msg: Any, /, *, context: ContextRepo) -> BaseMiddleware:
-        """The broker middleware factory FastStream calls once per message."""
-        return _JobMiddleware(msg, context=context, tracker=self)
-
 
 def _late_duplicate(job_id: str, attempt: int) -> None:
     # another delivery of the same job finished first (its lease ran out while this
@@ -316,10 +314,46 @@ class _LeaseKeeper:
             self._task.cancel()
 
 
+class _JobMiddlewares:
+    """Makes a ``_JobMiddleware`` per message; ``recording`` folds the transport's
+    error recording into it (``msgcore.failures.ErrorRecording``)."""
+
+    __slots__ = ("tracker",)
+
+    def __init__(self, tracker: JobTracker) -> None:
+        self.tracker = tracker
+
+    def __call__(self, msg: Any, /, *, context: ContextRepo) -> BaseMiddleware:
+        return _JobMiddleware(msg, context=context, tracker=self.tracker)
+
+    def recording(self, record: ErrorRecorder) -> Callable[..., BaseMiddleware]:
+        return partial(_JobMiddleware, tracker=self.tracker, record=record)
+
+
 class _JobMiddleware(BaseMiddleware):
-    def __init__(self, msg: Any, /, *, context: ContextRepo, tracker: JobTracker) -> None:
+    __slots__ = ("record", "tracker")
+
+    def __init__(
+        self,
+        msg: Any,
+        /,
+        *,
+        context: ContextRepo,
+        tracker: JobTracker,
+        record: ErrorRecorder | None = None,
+    ) -> None:
         super().__init__(msg, context=context)
         self.tracker = tracker
+        self.record = record
+
+    # No on_receive/after_processed hooks: entering and leaving are free.
+    async def __aenter__(self) -> _JobMiddleware:
+        return self
+
+    async def __aexit__(self, exc_type: object = None, exc_val: object = None, *_: object) -> bool:
+        if self.record is not None and isinstance(exc_val, BaseException):
+            self.record(self.msg, exc_val)
+        return False
 
     async def consume_scope(
         self,

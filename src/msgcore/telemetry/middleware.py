@@ -41,6 +41,7 @@ from opentelemetry.trace import (
     TraceState,
 )
 
+from msgcore.failures import ErrorRecorder
 from msgcore.message import MessageView
 from msgcore.telemetry import current
 from msgcore.telemetry.durations import (
@@ -150,6 +151,16 @@ class TracingMiddleware:
     def __call__(self, msg: Any, /, *, context: ContextRepo) -> _Tracing:
         return _Tracing(msg, context=context, owner=self)
 
+    def recording(self, record: ErrorRecorder) -> Callable[..., _Tracing]:
+        """This factory, whose middlewares also hand the handler's exception to the
+        transport's ``record``: one middleware layer per message instead of two
+        (``msgcore.failures.ErrorRecording``)."""
+
+        def make(msg: Any, /, *, context: ContextRepo) -> _Tracing:
+            return _RecordingTracing(msg, context=context, owner=self, record=record)
+
+        return make
+
 
 class _Tracing(BaseMiddleware):
     __slots__ = ("_process", "owner")
@@ -248,6 +259,21 @@ class _Tracing(BaseMiddleware):
             raise
         finally:
             span.end()
+
+
+class _RecordingTracing(_Tracing):
+    __slots__ = ("record",)
+
+    def __init__(
+        self, msg: Any, /, *, context: ContextRepo, owner: TracingMiddleware, record: ErrorRecorder
+    ) -> None:
+        super().__init__(msg, context=context, owner=owner)
+        self.record = record
+
+    async def __aexit__(self, exc_type: object = None, exc_val: object = None, *_: object) -> bool:
+        if isinstance(exc_val, BaseException):
+            self.record(self.msg, exc_val)
+        return False
 
 
 def _inject(cmd: Any, ctx: SpanContext) -> None:

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 from faststream._internal.broker.registrator import Registrator
 from faststream._internal.endpoint.subscriber.call_item import CallsCollection
-from faststream._internal.middlewares import BaseMiddleware
 from faststream.middlewares import AckPolicy
 from faststream.rabbit.schemas import Channel, QueueType, RabbitQueue
 from faststream.rabbit.subscriber.config import (
@@ -32,11 +31,10 @@ from msgcore.adapters.rabbit.topology import (
     topic_exchange,
 )
 from msgcore.adapters.rabbit.unrouted import adopt
+from msgcore.failures import ErrorRecording
 from msgcore.naming import rabbit_dead_letter_queue, rabbit_group_queue, rabbit_routing_key
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from aio_pika import IncomingMessage
     from fast_depends.dependencies import Dependant
     from faststream._internal.types import BrokerMiddleware
@@ -70,21 +68,12 @@ class GroupPlan:
         return rabbit_dead_letter_queue(self.channel, self.group)
 
 
-class _RecordError(BaseMiddleware):
+def _record_error(msg: Any, exc: BaseException) -> None:
     """Keeps the handler's exception on the delivery, for the retry decision and the
-    dead letter's error text. FastStream's ack middleware calls ``nack()`` without it;
-    this one sits just inside it and sees the exception first."""
-
-    async def after_processed(
-        self,
-        exc_type: type[BaseException] | None = None,
-        exc_val: BaseException | None = None,
-        exc_tb: TracebackType | None = None,
-    ) -> bool | None:
-        delivery = CURRENT_DELIVERY.get()
-        if exc_val is not None and delivery is not None and delivery.raw is self.msg:
-            delivery.error = exc_val
-        return False
+    dead letter's error text."""
+    delivery = CURRENT_DELIVERY.get()
+    if delivery is not None and delivery.raw is msg:
+        delivery.error = exc
 
 
 class MsgcoreRabbitSubscriber(RabbitSubscriber):
@@ -118,10 +107,11 @@ class MsgcoreRabbitSubscriber(RabbitSubscriber):
         self._cancelled = asyncio.Event()
         self._active = 0
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._recording = ErrorRecording(_record_error)
 
     @property
     def _broker_middlewares(self) -> Sequence[BrokerMiddleware[IncomingMessage]]:
-        return (_RecordError, *self._outer_config.broker_middlewares)
+        return self._recording.around(self._outer_config.broker_middlewares)
 
     def get_log_context(self, message: Any) -> dict[str, str]:
         context = super().get_log_context(message)

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, cast
 from faststream._internal.broker.registrator import Registrator
 from faststream._internal.endpoint.subscriber.call_item import CallsCollection
 from faststream._internal.endpoint.subscriber.mixins import ConcurrentMixin
-from faststream._internal.middlewares import BaseMiddleware
 from faststream.middlewares import AckPolicy
 from faststream.redis.schemas import StreamSub
 from faststream.redis.subscriber.config import (
@@ -39,12 +38,11 @@ from msgcore.adapters.redis.keys import ChannelKeys
 from msgcore.adapters.redis.message import MsgcoreStreamParser
 from msgcore.adapters.redis.settlement import CURRENT_DELIVERY, Settlement
 from msgcore.exceptions import ConfigurationError
+from msgcore.failures import ErrorRecording
 from msgcore.retry import RetryPolicy
 from msgcore.tasks import cancel_and_wait, wait_event
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from fast_depends.dependencies import Dependant
     from faststream._internal.endpoint.subscriber import SubscriberSpecification
     from faststream._internal.types import BrokerMiddleware
@@ -72,22 +70,10 @@ class DeliveryOptions:
     """Cap of the channel's stream, applied when delayed messages are moved into it."""
 
 
-class _RecordError(BaseMiddleware):
-    """Keeps the handler's exception on the entry, for retries and the dead letters.
-
-    FastStream's ack middleware calls ``nack()`` without the exception; this one sits
-    just inside it and sees the exception first.
-    """
-
-    async def after_processed(
-        self,
-        exc_type: type[BaseException] | None = None,
-        exc_val: BaseException | None = None,
-        exc_tb: TracebackType | None = None,
-    ) -> bool | None:
-        if exc_val is not None and (delivery := CURRENT_DELIVERY.get()) is not None:
-            delivery.error = exc_val
-        return False
+def _record_error(msg: Any, exc: BaseException) -> None:
+    """Keeps the handler's exception on the entry, for retries and the dead letters."""
+    if (delivery := CURRENT_DELIVERY.get()) is not None:
+        delivery.error = exc
 
 
 class MsgcoreStreamSubscriber(StreamSubscriber):
@@ -110,6 +96,7 @@ class MsgcoreStreamSubscriber(StreamSubscriber):
         self._reader_done: asyncio.Event | None = None
         self._started = False
         self._prefixed: tuple[str, StreamSub] | None = None
+        self._recording = ErrorRecording(_record_error)
 
     @property
     def stream_sub(self) -> StreamSub:
@@ -125,7 +112,7 @@ class MsgcoreStreamSubscriber(StreamSubscriber):
 
     @property
     def _broker_middlewares(self) -> Sequence[BrokerMiddleware[UnifyRedisDict]]:
-        return (_RecordError, *self._outer_config.broker_middlewares)
+        return self._recording.around(self._outer_config.broker_middlewares)
 
     def _msgcore_broker(self) -> MsgcoreRedisBroker:
         broker = self._outer_config.extra_context.get("broker")

@@ -12,18 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 from faststream._internal.endpoint.subscriber import SubscriberUsecase
 from faststream._internal.endpoint.utils import process_msg
-from faststream._internal.middlewares import BaseMiddleware
 from typing_extensions import override
 
 from msgcore.exceptions import StorageError
+from msgcore.failures import ErrorRecording
 from msgcore.sqlite.client.base import StoredMessage
 from msgcore.sqlite.parser import SqliteParser
 from msgcore.sqlite.publisher.fake import SqliteFakePublisher
 from msgcore.sqlite.subscriber.settlement import CURRENT_DELIVERY, Settlement
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from faststream._internal.endpoint.publisher import PublisherProto
     from faststream._internal.endpoint.subscriber import SubscriberSpecification
     from faststream._internal.endpoint.subscriber.call_item import CallsCollection
@@ -35,22 +33,10 @@ if TYPE_CHECKING:
     from msgcore.sqlite.subscriber.config import SqliteSubscriberConfig
 
 
-class _RecordError(BaseMiddleware):
-    """Keeps the handler's exception on the row, for nack and the dead-letter table.
-
-    FastStream's ack middleware calls ``nack()`` without the exception; this one sits
-    just inside it and sees the exception first.
-    """
-
-    async def after_processed(
-        self,
-        exc_type: type[BaseException] | None = None,
-        exc_val: BaseException | None = None,
-        exc_tb: TracebackType | None = None,
-    ) -> bool | None:
-        if exc_val is not None and isinstance(self.msg, StoredMessage):
-            self.msg.error = exc_val
-        return False
+def _record_error(msg: Any, exc: BaseException) -> None:
+    """Keeps the handler's exception on the row, for nack and the dead-letter table."""
+    if isinstance(msg, StoredMessage):
+        msg.error = exc
 
 
 def _seconds_until(due: float | None) -> float | None:
@@ -87,6 +73,7 @@ class SqliteSubscriber(SubscriberUsecase[StoredMessage]):
         self._event: asyncio.Event | None = None
         self._settlement: Settlement | None = None
         self._group_registered = False
+        self._recording = ErrorRecording(_record_error)
 
     @property
     def queue(self) -> str:
@@ -94,7 +81,7 @@ class SqliteSubscriber(SubscriberUsecase[StoredMessage]):
 
     @property
     def _broker_middlewares(self) -> Sequence[BrokerMiddleware[StoredMessage]]:
-        return (_RecordError, *self._outer_config.broker_middlewares)
+        return self._recording.around(self._outer_config.broker_middlewares)
 
     @override
     def _make_response_publisher(
