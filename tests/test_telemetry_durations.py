@@ -147,6 +147,47 @@ def test_delta_exporters_get_what_came_since_the_last_export() -> None:
     assert ("msgcore", "messaging.process.duration", None) not in points(exporter.exports[2])
 
 
+def test_a_channel_adder_counts_into_the_same_point_as_record() -> None:
+    # the tracing middleware records a channel's successes through adder(): the point
+    # is looked up once per channel instead of once per message
+    by_record = DurationHistogram("d")
+    by_adder = DurationHistogram("d")
+    add = by_adder.adder(("sqlite", "render", None), ATTRS)
+    for value in VALUES:
+        by_record.record(("sqlite", "render", None), ATTRS, value)
+        add(value)
+    ours, theirs = (h.collect(delta=False) for h in (by_adder, by_record))
+    assert ours is not None and theirs is not None
+
+    def seen(metric: Any) -> list[tuple[Any, ...]]:
+        return [
+            (p.count, p.sum, p.min, p.max, list(p.bucket_counts), dict(p.attributes))
+            for p in metric.data.data_points
+        ]
+
+    assert seen(ours) == seen(theirs)
+    assert seen(ours)[0][0] == len(VALUES)
+
+
+def test_a_channel_adder_keeps_counting_across_delta_exports() -> None:
+    histogram, exporter, provider = _periodic(AggregationTemporality.DELTA)
+    try:
+        add = histogram.adder("k", ATTRS)
+        add(0.01)
+        add(0.02)
+        provider.force_flush()
+        add(0.5)
+        histogram.record("k", ATTRS, 0.25)  # the same point either way
+        provider.force_flush()
+    finally:
+        provider.shutdown()
+    first = points(exporter.exports[0])[("msgcore", "messaging.process.duration", None)]
+    second = points(exporter.exports[1])[("msgcore", "messaging.process.duration", None)]
+    assert (first.count, round(first.sum, 6), first.min, first.max) == (2, 0.03, 0.01, 0.02)
+    assert (second.count, second.sum, second.min, second.max) == (2, 0.75, 0.25, 0.5)
+    assert sum(second.bucket_counts) == 2
+
+
 def test_periodic_export_carries_the_histogram_without_other_metrics() -> None:
     histogram, exporter, provider = _periodic(AggregationTemporality.CUMULATIVE)
     try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -59,7 +59,7 @@ PROCESS_DURATION = "messaging.process.duration"
 PROCESS_DURATION_DESCRIPTION = "Time to process a message"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Point:
     attributes: dict[str, Any]
     start_ns: int
@@ -103,6 +103,27 @@ class DurationHistogram:
             point.low = min(point.low, seconds)
             point.high = max(point.high, seconds)
             point.buckets[bisect_left(self.bounds, seconds)] += 1
+
+    def adder(self, key: Hashable, attributes: Mapping[str, Any]) -> Callable[[float], None]:
+        """``record(key, attributes, seconds)`` as ``add(seconds)``: the point looked up
+        once (per channel, for every message it processes)."""
+        with self._lock:
+            point = self._points.get(key)
+            if point is None:
+                point = _Point(dict(attributes), time.time_ns(), [0] * (len(self.bounds) + 1))
+                self._points[key] = point
+        lock, bounds = self._lock, self.bounds
+
+        def add(seconds: float) -> None:
+            with lock:
+                point.count += 1
+                point.processed += 1
+                point.total += seconds
+                point.low = min(point.low, seconds)
+                point.high = max(point.high, seconds)
+                point.buckets[bisect_left(bounds, seconds)] += 1
+
+        return add
 
     def collect(self, *, delta: bool) -> Metric | None:
         """The points so far (cumulative), or since the last collect (``delta``)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from faststream import BaseMiddleware
@@ -69,6 +70,7 @@ TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _FLAGS = tuple(TraceFlags(f) for f in range(256))
+_SAMPLED = TraceFlags.SAMPLED
 """TraceFlags by value: made once, not per message."""
 
 
@@ -113,9 +115,11 @@ class TracingMiddleware:
         self.tracer = telemetry.tracer_provider.get_tracer("msgcore")
         self.provider = MsgcoreTelemetryProvider(names)
         self.system = self.provider.messaging_system
-        self.record_duration = _duration_recorder(telemetry, self.system)
+        self.record_duration, self.add_duration = _duration_recorders(telemetry, self.system)
         # per (channel, operation): the span attributes; operation None: the metric's
         self._attrs: dict[tuple[str, str | None], dict[str, Any]] = {}
+        self.processed: dict[str, Callable[[float], None]] = {}
+        """Per channel: records a processing duration of a message that succeeded."""
         self._new_span_id = unsampled_child_ids(telemetry.tracer_provider)
         """Span ids for children of unsampled parents, made here (None: the sampler may
         record such a child, every span goes through the SDK)."""
@@ -136,6 +140,16 @@ class TracingMiddleware:
                 attrs[SpanAttributes.MESSAGING_OPERATION] = operation
             self._attrs[(channel, operation)] = attrs
         return attrs
+
+    def record_processed(self, channel: str, failed: str | None, seconds: float) -> None:
+        """The duration of a message of ``channel`` (``failed``: its error type); the
+        first success of a channel makes its entry in ``processed``."""
+        attrs = self.attrs(channel, None)
+        if failed is None:
+            self.processed[channel] = add = self.add_duration(channel, attrs)
+            add(seconds)
+        else:
+            self.record_duration(channel, attrs, failed, seconds)
 
     def unsampled_child(
         self, trace_id: int, flags: int, state: TraceState | None
@@ -166,7 +180,8 @@ class _Tracing(BaseMiddleware):
     __slots__ = ("_process", "owner")
 
     def __init__(self, msg: Any, /, *, context: ContextRepo, owner: TracingMiddleware) -> None:
-        super().__init__(msg, context=context)
+        # BaseMiddleware.__init__'s two attributes set here: one call less per message
+        self.msg, self.context = msg, context
         self.owner = owner
         self._process: Span | None = None
 
@@ -184,12 +199,15 @@ class _Tracing(BaseMiddleware):
         channel = owner.provider.get_consume_destination_name(msg)
         headers = msg.headers
         parsed = _parse(headers.get(TRACEPARENT))
-        state = _trace_state(headers.get(TRACESTATE))
-        child = None if parsed is None else owner.unsampled_child(parsed[0], parsed[2], state)
+        state = headers.get(TRACESTATE)
+        state = _trace_state(state) if state else None
+        new_span_id = owner._new_span_id
         span: Span
-        if child is not None:
+        if parsed is not None and new_span_id is not None and not parsed[2] & _SAMPLED:
             # the common case under head sampling: one context, no parent span object
-            span = NonRecordingSpan(child)
+            # (what unsampled_child() makes, written out: this runs for every message)
+            tid, _, flags = parsed
+            span = NonRecordingSpan(SpanContext(tid, new_span_id(), False, _FLAGS[flags], state))
             ctx = current.with_span(span)
         else:
             parent = None
@@ -221,18 +239,21 @@ class _Tracing(BaseMiddleware):
         finally:
             current.detach(token)
             span.end()
-            owner.record_duration(
-                channel, owner.attrs(channel, None), failed, time.perf_counter() - started
-            )
+            seconds = time.perf_counter() - started
+            add = owner.processed.get(channel) if failed is None else None
+            if add is None:
+                owner.record_processed(channel, failed, seconds)
+            else:
+                add(seconds)
 
     async def publish_scope(self, call_next: Callable[[Any], Awaitable[Any]], cmd: Any) -> Any:
         owner = self.owner
         up = current.current_span_context()
-        parent = None
-        if not up.is_valid and self._process is not None:
+        after_process = not up.is_valid and self._process is not None
+        if after_process:
             # a reply is published after the process scope has left: parent it explicitly
+            assert self._process is not None
             up = self._process.get_span_context()
-            parent = current.with_span(self._process)
         if up.is_valid:
             child = owner.unsampled_child(up.trace_id, up.trace_flags, up.trace_state)
         else:  # a root: the sampler decides
@@ -241,6 +262,10 @@ class _Tracing(BaseMiddleware):
             _inject(cmd, child)
             return await call_next(cmd)
         channel = owner.provider.get_publish_destination_name(cmd)
+        parent = None
+        if after_process:
+            assert self._process is not None
+            parent = current.with_span(self._process)
         try:
             span = owner.tracer.start_span(
                 f"{channel} publish",
@@ -267,7 +292,9 @@ class _RecordingTracing(_Tracing):
     def __init__(
         self, msg: Any, /, *, context: ContextRepo, owner: TracingMiddleware, record: ErrorRecorder
     ) -> None:
-        super().__init__(msg, context=context, owner=owner)
+        self.msg, self.context = msg, context
+        self.owner = owner
+        self._process = None
         self.record = record
 
     async def __aexit__(self, exc_type: object = None, exc_val: object = None, *_: object) -> bool:
@@ -291,13 +318,17 @@ def _failed(span: Span, exc: Exception) -> None:
         span.set_status(Status(StatusCode.ERROR, str(exc)))
 
 
-def _duration_recorder(
+def _duration_recorders(
     telemetry: Telemetry, system: str
-) -> Callable[[str, dict[str, Any], str | None, float], None]:
-    """``record(channel, attributes, error type, seconds)`` into msgcore's own histogram
-    when ``setup()`` made the meter provider (a few µs cheaper per message than the
-    SDK's, docs/benchmarks.md), else into an SDK histogram (an application's provider,
-    its views apply)."""
+) -> tuple[
+    Callable[[str, dict[str, Any], str | None, float], None],
+    Callable[[str, dict[str, Any]], Callable[[float], None]],
+]:
+    """``record(channel, attributes, error type, seconds)``, and ``adder(channel,
+    attributes)`` making ``add(seconds)`` for a channel's successes, into msgcore's own
+    histogram when ``setup()`` made the meter provider (a few µs cheaper per message
+    than the SDK's, docs/benchmarks.md), else into an SDK histogram (an application's
+    provider, its views apply)."""
     own = telemetry.process_duration
     if own is not None:
 
@@ -308,7 +339,10 @@ def _duration_recorder(
                 s,
             )
 
-        return record
+        def adder(channel: str, attrs: dict[str, Any]) -> Callable[[float], None]:
+            return own.adder((system, channel, None), attrs)
+
+        return record, adder
     histogram = telemetry.meter_provider.get_meter("msgcore").create_histogram(
         PROCESS_DURATION,
         unit="s",
@@ -319,4 +353,11 @@ def _duration_recorder(
     def record_sdk(channel: str, attrs: dict[str, Any], failed: str | None, s: float) -> None:
         histogram.record(s, attrs if failed is None else {**attrs, "error.type": failed})
 
-    return record_sdk
+    def adder_sdk(channel: str, attrs: dict[str, Any]) -> Callable[[float], None]:
+        return partial(_record_sdk, histogram, attrs)
+
+    return record_sdk, adder_sdk
+
+
+def _record_sdk(histogram: Any, attrs: dict[str, Any], seconds: float) -> None:
+    histogram.record(seconds, attrs)
