@@ -21,6 +21,7 @@ from msgcore import (
     LockTimeoutError,
     Router,
     Settings,
+    create_broker,
 )
 from msgcore.cache.keys import body_value
 from msgcore.failures import INVALID_PAYLOAD
@@ -230,3 +231,38 @@ def test_client_lock_refuses_bad_waits_and_leases(tmp_path: Path) -> None:
         client.lock("k", lease=0)
     with pytest.raises(ConfigurationError, match="needs a key"):
         client.lock("")
+
+
+async def test_a_cached_locked_handler_decodes_each_body_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the cache key and the lock key are both made from the decoded body: one decode
+    from msgcore.jobs import tracking
+
+    decoded: list[bytes] = []
+    real = tracking.body_value
+
+    def counting(body: bytes, content_type: str | None) -> Any:
+        decoded.append(body)
+        return real(body, content_type)
+
+    monkeypatch.setattr(tracking, "body_value", counting)
+    monkeypatch.delenv("MSGCORE_STORE_URL", raising=False)
+    settings = Settings(url=f"sqlite:///{tmp_path / 'orders.db'}", log_messages=False)
+    router = Router()
+
+    @router.subscriber("orders", cache=True, lock="customer")
+    async def handle(order: dict[str, Any]) -> int:
+        return int(order["n"]) * 2
+
+    async with (
+        create_broker(router, settings=settings) as broker,
+        Client(settings=settings) as client,
+    ):
+        await broker.start()
+        job = await client.submit("orders", {"customer": "ada", "n": 21})
+        assert await job.result(timeout=10) == 42
+        again = await client.submit("orders", {"customer": "ada", "n": 21})
+        assert await again.result(timeout=10) == 42
+        assert again.record.cached  # answered from the cache: no message, no decode
+    assert len(decoded) == 1, decoded

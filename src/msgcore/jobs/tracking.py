@@ -331,7 +331,7 @@ class _JobMiddlewares:
 
 
 class _JobMiddleware(BaseMiddleware):
-    __slots__ = ("record", "tracker")
+    __slots__ = ("_body", "record", "tracker")
 
     def __init__(
         self,
@@ -345,6 +345,14 @@ class _JobMiddleware(BaseMiddleware):
         super().__init__(msg, context=context)
         self.tracker = tracker
         self.record = record
+        self._body: tuple[str, Any] | None = None
+
+    def _body_value(self, msg: StreamMessage[Any]) -> tuple[str, Any]:
+        """The decoded body, for the cache key and the lock key: decoded once when a
+        handler has both."""
+        if self._body is None:
+            self._body = body_value(msg.body, msg.content_type)
+        return self._body
 
     # No on_receive/after_processed hooks: entering and leaving are free.
     async def __aenter__(self) -> _JobMiddleware:
@@ -389,7 +397,7 @@ class _JobMiddleware(BaseMiddleware):
         msg: StreamMessage[Any],
     ) -> Any:
         """Run the handler holding its message's key (``LockKeyError``: none; dead at once)."""
-        key = lock.lock_key(body_value(msg.body, msg.content_type))
+        key = lock.lock_key(self._body_value(msg))
         store = await self.tracker.store()
         holder = f"job {job_id} on {worker_id()}" if job_id else f"message on {worker_id()}"
         span = trace.get_current_span()
@@ -427,7 +435,7 @@ class _JobMiddleware(BaseMiddleware):
             return cache_key(
                 tracked.channel,
                 cache.version,
-                body_value(msg.body, msg.content_type),
+                self._body_value(msg),
                 cache.key,
             )
         except CacheKeyError as exc:
