@@ -70,8 +70,8 @@ TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _FLAGS = tuple(TraceFlags(f) for f in range(256))
-_SAMPLED = TraceFlags.SAMPLED
 """TraceFlags by value: made once, not per message."""
+_SAMPLED = TraceFlags.SAMPLED
 
 
 def format_traceparent(ctx: SpanContext) -> str:
@@ -170,26 +170,34 @@ class TracingMiddleware:
         transport's ``record``: one middleware layer per message instead of two
         (``msgcore.failures.ErrorRecording``)."""
 
-        def make(msg: Any, /, *, context: ContextRepo) -> _Tracing:
-            return _RecordingTracing(msg, context=context, owner=self, record=record)
-
-        return make
+        return partial(_Tracing, owner=self, record=record)
 
 
 class _Tracing(BaseMiddleware):
-    __slots__ = ("_process", "owner")
+    __slots__ = ("_process", "owner", "record")
 
-    def __init__(self, msg: Any, /, *, context: ContextRepo, owner: TracingMiddleware) -> None:
+    def __init__(
+        self,
+        msg: Any,
+        /,
+        *,
+        context: ContextRepo,
+        owner: TracingMiddleware,
+        record: ErrorRecorder | None = None,
+    ) -> None:
         # BaseMiddleware.__init__'s two attributes set here: one call less per message
         self.msg, self.context = msg, context
         self.owner = owner
+        self.record = record
         self._process: Span | None = None
 
     # No on_receive/after_processed hooks: entering and leaving are free.
     async def __aenter__(self) -> _Tracing:
         return self
 
-    async def __aexit__(self, *exc_info: object) -> bool:
+    async def __aexit__(self, exc_type: object = None, exc_val: object = None, *_: object) -> bool:
+        if self.record is not None and isinstance(exc_val, BaseException):
+            self.record(self.msg, exc_val)
         return False
 
     async def consume_scope(
@@ -284,23 +292,6 @@ class _Tracing(BaseMiddleware):
             raise
         finally:
             span.end()
-
-
-class _RecordingTracing(_Tracing):
-    __slots__ = ("record",)
-
-    def __init__(
-        self, msg: Any, /, *, context: ContextRepo, owner: TracingMiddleware, record: ErrorRecorder
-    ) -> None:
-        self.msg, self.context = msg, context
-        self.owner = owner
-        self._process = None
-        self.record = record
-
-    async def __aexit__(self, exc_type: object = None, exc_val: object = None, *_: object) -> bool:
-        if isinstance(exc_val, BaseException):
-            self.record(self.msg, exc_val)
-        return False
 
 
 def _inject(cmd: Any, ctx: SpanContext) -> None:
