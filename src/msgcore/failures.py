@@ -41,15 +41,19 @@ transport's settlement reads it (its retry decision, the dead letter's error tex
 
 
 class RecordError(BaseMiddleware):
-    """Hands the handler's exception to the transport's ``record``.
+    """Hands the handler's exception to the transport's ``record`` (if given).
 
     FastStream's ack middleware calls ``nack()`` without the exception; this one sits
-    just inside it and sees the exception first. No hooks on the way in.
+    just inside it and sees the exception first. No hooks on the way in or out. The
+    base of msgcore's own middlewares too, which take the recording on.
     """
 
     __slots__ = ("record",)
 
-    def __init__(self, msg: Any, /, *, context: ContextRepo, record: ErrorRecorder) -> None:
+    def __init__(
+        self, msg: Any, /, *, context: ContextRepo, record: ErrorRecorder | None = None
+    ) -> None:
+        # BaseMiddleware.__init__'s two attributes set here: one call less per message
         self.msg, self.context, self.record = msg, context, record
 
     async def __aenter__(self) -> Self:
@@ -61,7 +65,7 @@ class RecordError(BaseMiddleware):
         exc_val: BaseException | None = None,
         exc_tb: TracebackType | None = None,
     ) -> bool:
-        if exc_val is not None:
+        if exc_val is not None and self.record is not None:
             self.record(self.msg, exc_val)
         return False
 

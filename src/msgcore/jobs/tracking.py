@@ -29,7 +29,7 @@ from msgcore.cache.keys import body_value, cache_key
 from msgcore.cache.policy import ChannelCache
 from msgcore.constants import DEFAULT_GROUP, HEADER_CACHE_BYPASS, HEADER_JOB_ID
 from msgcore.exceptions import CacheKeyError, LockTimeoutError
-from msgcore.failures import INVALID_PAYLOAD, ErrorRecorder
+from msgcore.failures import INVALID_PAYLOAD, ErrorRecorder, RecordError
 from msgcore.jobs.codec import decode_result, encode_result
 from msgcore.jobs.outages import through_store_outage
 from msgcore.locks.lock import acquire
@@ -330,8 +330,8 @@ class _JobMiddlewares:
         return partial(_JobMiddleware, tracker=self.tracker, record=record)
 
 
-class _JobMiddleware(BaseMiddleware):
-    __slots__ = ("_body", "record", "tracker")
+class _JobMiddleware(RecordError):
+    __slots__ = ("_body", "tracker")
 
     def __init__(
         self,
@@ -342,9 +342,8 @@ class _JobMiddleware(BaseMiddleware):
         tracker: JobTracker,
         record: ErrorRecorder | None = None,
     ) -> None:
-        super().__init__(msg, context=context)
+        self.msg, self.context, self.record = msg, context, record
         self.tracker = tracker
-        self.record = record
         self._body: tuple[str, Any] | None = None
 
     def _body_value(self, msg: StreamMessage[Any]) -> tuple[str, Any]:
@@ -353,15 +352,6 @@ class _JobMiddleware(BaseMiddleware):
         if self._body is None:
             self._body = body_value(msg.body, msg.content_type)
         return self._body
-
-    # No on_receive/after_processed hooks: entering and leaving are free.
-    async def __aenter__(self) -> _JobMiddleware:
-        return self
-
-    async def __aexit__(self, exc_type: object = None, exc_val: object = None, *_: object) -> bool:
-        if self.record is not None and isinstance(exc_val, BaseException):
-            self.record(self.msg, exc_val)
-        return False
 
     async def consume_scope(
         self,

@@ -29,7 +29,6 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from faststream import BaseMiddleware
 from opentelemetry.semconv.trace import SpanAttributes
 from opentelemetry.trace import (
     NonRecordingSpan,
@@ -42,7 +41,7 @@ from opentelemetry.trace import (
     TraceState,
 )
 
-from msgcore.failures import ErrorRecorder
+from msgcore.failures import ErrorRecorder, RecordError
 from msgcore.message import MessageView
 from msgcore.telemetry import current
 from msgcore.telemetry.durations import (
@@ -173,8 +172,8 @@ class TracingMiddleware:
         return partial(_Tracing, owner=self, record=record)
 
 
-class _Tracing(BaseMiddleware):
-    __slots__ = ("_process", "owner", "record")
+class _Tracing(RecordError):
+    __slots__ = ("_process", "owner")
 
     def __init__(
         self,
@@ -185,20 +184,9 @@ class _Tracing(BaseMiddleware):
         owner: TracingMiddleware,
         record: ErrorRecorder | None = None,
     ) -> None:
-        # BaseMiddleware.__init__'s two attributes set here: one call less per message
-        self.msg, self.context = msg, context
+        self.msg, self.context, self.record = msg, context, record
         self.owner = owner
-        self.record = record
         self._process: Span | None = None
-
-    # No on_receive/after_processed hooks: entering and leaving are free.
-    async def __aenter__(self) -> _Tracing:
-        return self
-
-    async def __aexit__(self, exc_type: object = None, exc_val: object = None, *_: object) -> bool:
-        if self.record is not None and isinstance(exc_val, BaseException):
-            self.record(self.msg, exc_val)
-        return False
 
     async def consume_scope(
         self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]
