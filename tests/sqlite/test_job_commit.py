@@ -1,13 +1,16 @@
-"""A job's result and its message's ack commit in one transaction on the SQLite file.
+"""A job's result and its message's ack commit in one transaction on the SQLite file,
+and so does a locked handler's release of its key.
 
 A worker that dies between two commits would leave either a completed record with its
 message still queued (run again) or an acked message with a running record; one
-transaction leaves neither. Each write transaction's statements are recorded through
-SQLite's trace callback.
+transaction leaves neither. A key freed before the ack would let the next message of
+that key start while this one can still be delivered again. Each write transaction's
+statements are recorded through SQLite's trace callback.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable
 from typing import TypeVar
@@ -18,13 +21,13 @@ from msgcore import Client, Router, Settings, create_broker
 from msgcore.constants import JOBS_TABLE
 from msgcore.sqlite.client import connection
 from msgcore.sqlite.client import queries as q
+from msgcore.store.queries import RELEASE_LOCK
 
 T = TypeVar("T")
 
 
-async def test_result_and_ack_share_a_transaction(
-    db_url: str, unique: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _record_transactions(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Each write transaction's statements, as they commit."""
     transactions: list[list[str]] = []
     original = connection._locked
 
@@ -38,6 +41,20 @@ async def test_result_and_ack_share_a_transaction(
             transactions.append(statements)
 
     monkeypatch.setattr(connection, "_locked", recorded)
+    return transactions
+
+
+ACK = q.ACK.split("?")[0]  # the trace shows statements with their values filled in
+
+
+def _acks(tx: list[str]) -> int:
+    return sum(s.startswith(ACK) for s in tx)
+
+
+async def test_result_and_ack_share_a_transaction(
+    db_url: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transactions = _record_transactions(monkeypatch)
 
     router = Router(prefix=f"{unique}.")
 
@@ -61,12 +78,42 @@ async def test_result_and_ack_share_a_transaction(
         # the attempt's result upsert (a start write sets no result)
         return sum(f"INSERT INTO {JOBS_TABLE}" in s and "excluded.result" in s for s in tx)
 
-    ack = q.ACK.split("?")[0]  # the trace shows statements with their values filled in
-
-    def acks(tx: list[str]) -> int:
-        return sum(s.startswith(ack) for s in tx)
-
     with_results = [tx for tx in transactions if finishes(tx)]
     assert sum(finishes(tx) for tx in with_results) == 20
     for tx in with_results:
-        assert acks(tx) >= finishes(tx), tx
+        assert _acks(tx) >= finishes(tx), tx
+
+
+async def test_a_locked_handlers_release_and_ack_share_a_transaction(
+    db_url: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transactions = _record_transactions(monkeypatch)
+    router = Router(prefix=f"{unique}.")
+    orders = router.publisher("orders")
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    @router.subscriber("orders", lock="customer")
+    async def handle(order: dict[str, int]) -> None:
+        seen.append(order["n"])
+        if len(seen) == 20:
+            done.set()
+
+    settings = Settings(url=db_url, log_messages=False)
+    async with create_broker(router, settings=settings) as broker:
+        await broker.start()
+        for n in range(20):
+            await orders.publish({"customer": n % 3, "n": n})
+        await asyncio.wait_for(done.wait(), 30)
+        await asyncio.sleep(0.2)  # the last ack's commit
+        await broker.msgcore_jobs.close()
+
+    release = RELEASE_LOCK.split("?")[0]
+
+    def releases(tx: list[str]) -> int:
+        return sum(s.startswith(release) for s in tx)
+
+    with_releases = [tx for tx in transactions if releases(tx)]
+    assert sum(releases(tx) for tx in with_releases) == 20
+    for tx in with_releases:
+        assert _acks(tx) >= releases(tx), tx

@@ -408,7 +408,7 @@ class _JobMiddleware(RecordError):
         try:
             return await call_next(msg)
         finally:
-            await held.release()
+            await held.release(with_settlement=True)
 
     def _lock_waited(self, span: Any, lock: ChannelLock, key: str, waited: float) -> None:
         if span.is_recording():

@@ -182,23 +182,45 @@ class HeldLock:
                 )
                 return
 
-    async def release(self) -> None:
-        """Free the key now (idempotent). A store error is logged: the lease frees it."""
+    async def release(self, *, with_settlement: bool = False) -> None:
+        """Free the key now (idempotent). A store error is logged: the lease frees it.
+
+        ``with_settlement`` (a worker, right before its message is settled): where the
+        store shares the transport's writer (SQLite), the release is queued into the
+        commit of the message's ack instead of a transaction of its own, and this
+        returns without waiting for it. The key is then never free while the message
+        could still be delivered again.
+        """
         refresher, self._refresher = self._refresher, None
         if refresher is None:
             return
         # a cancel landing inside a redis-py command can be lost (msgcore.tasks)
         await cancel_and_wait([refresher])
+        queued = self.store.queue_lock_release(self.key, self.token) if with_settlement else None
+        if queued is not None:
+            queued.add_done_callback(self._released)
+            return
         try:
             if await self.store.lock_release(self.key, self.token):
                 _wake(self.key)
         except Exception as exc:
-            logger.warning(
-                "releasing the lock %r failed: %r; it frees when its %.0f s lease runs out",
-                self.key,
-                exc,
-                self.lease,
-            )
+            self._release_failed(exc)
+
+    def _released(self, done: asyncio.Future[bool]) -> None:
+        if done.cancelled():
+            return
+        if (exc := done.exception()) is not None:
+            self._release_failed(exc)
+        elif done.result():
+            _wake(self.key)
+
+    def _release_failed(self, exc: BaseException) -> None:
+        logger.warning(
+            "releasing the lock %r failed: %r; it frees when its %.0f s lease runs out",
+            self.key,
+            exc,
+            self.lease,
+        )
 
     async def __aenter__(self) -> HeldLock:
         return self

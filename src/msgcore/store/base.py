@@ -317,6 +317,13 @@ class Store(ABC):
     async def lock_release(self, key: str, token: str) -> bool:
         """Free ``key`` if ``token`` holds it; False otherwise (it ran out, or never held)."""
 
+    def queue_lock_release(self, key: str, token: str) -> asyncio.Future[bool] | None:
+        """Queue ``lock_release`` into the transport's next commit without waiting, as
+        ``queue_finish_attempt`` does: a worker's key is then freed in the transaction
+        of its message's ack (or an earlier one), never after it. None: this store has
+        no shared writer; call ``lock_release``."""
+        return None
+
     @abstractmethod
     async def list_locks(self, *, now: float, prefix: str = "") -> list[LockHolder]:
         """The held locks whose key starts with ``prefix``, by key."""

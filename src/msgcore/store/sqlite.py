@@ -581,6 +581,19 @@ class SqliteStore(Store):
     async def lock_release(self, key: str, token: str) -> bool:
         return bool(await self._write(lambda sql: sql.change(q.RELEASE_LOCK, (key, token))))
 
+    def queue_lock_release(self, key: str, token: str) -> asyncio.Future[bool] | None:
+        if self._owned:
+            return None
+        self._check_open()
+        op: Op[bool] = Op(lambda sql: bool(sql.change(q.RELEASE_LOCK, (key, token))))
+        future: asyncio.Future[bool] = self._db._write(op)
+
+        def counted(_: asyncio.Future[bool]) -> None:
+            self.queries += op.count
+
+        future.add_done_callback(counted)
+        return future
+
     async def list_locks(self, *, now: float, prefix: str = "") -> list[LockHolder]:
         params = {"now": now, "prefix": prefix}
         rows = await self._read(lambda sql: sql.rows(q.LIST_LOCKS, params), heavy=True)
