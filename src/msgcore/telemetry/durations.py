@@ -75,6 +75,15 @@ class _Point:
         self.count, self.total, self.low, self.high = 0, 0.0, float("inf"), float("-inf")
         self.buckets = [0] * len(self.buckets)
 
+    def add(self, seconds: float, bounds: tuple[float, ...]) -> None:
+        """Count one measurement (under the histogram's lock)."""
+        self.count += 1
+        self.processed += 1
+        self.total += seconds
+        self.low = min(self.low, seconds)
+        self.high = max(self.high, seconds)
+        self.buckets[bisect_left(bounds, seconds)] += 1
+
 
 @dataclass
 class DurationHistogram:
@@ -93,37 +102,28 @@ class DurationHistogram:
         """Count ``seconds`` under ``attributes`` (``key`` names the attribute set: the
         caller knows it, so no hashing of the attributes themselves)."""
         with self._lock:
-            point = self._points.get(key)
-            if point is None:
-                point = _Point(dict(attributes), time.time_ns(), [0] * (len(self.bounds) + 1))
-                self._points[key] = point
-            point.count += 1
-            point.processed += 1
-            point.total += seconds
-            point.low = min(point.low, seconds)
-            point.high = max(point.high, seconds)
-            point.buckets[bisect_left(self.bounds, seconds)] += 1
+            self._point(key, attributes).add(seconds, self.bounds)
 
     def adder(self, key: Hashable, attributes: Mapping[str, Any]) -> Callable[[float], None]:
         """``record(key, attributes, seconds)`` as ``add(seconds)``: the point looked up
         once (per channel, for every message it processes)."""
         with self._lock:
-            point = self._points.get(key)
-            if point is None:
-                point = _Point(dict(attributes), time.time_ns(), [0] * (len(self.bounds) + 1))
-                self._points[key] = point
+            point = self._point(key, attributes)
         lock, bounds = self._lock, self.bounds
 
         def add(seconds: float) -> None:
             with lock:
-                point.count += 1
-                point.processed += 1
-                point.total += seconds
-                point.low = min(point.low, seconds)
-                point.high = max(point.high, seconds)
-                point.buckets[bisect_left(bounds, seconds)] += 1
+                point.add(seconds, bounds)
 
         return add
+
+    def _point(self, key: Hashable, attributes: Mapping[str, Any]) -> _Point:
+        """``key``'s point, made on first use (the caller holds the lock)."""
+        point = self._points.get(key)
+        if point is None:
+            point = _Point(dict(attributes), time.time_ns(), [0] * (len(self.bounds) + 1))
+            self._points[key] = point
+        return point
 
     def collect(self, *, delta: bool) -> Metric | None:
         """The points so far (cumulative), or since the last collect (``delta``)."""
