@@ -345,9 +345,8 @@ class SqliteStore(Store):
                 sql.change(q.DELETE_JOB, (job_id,))
                 sql.row(q.START_ATTEMPT, params)
 
-        self._check_open()
         op = Op(work)
-        queued: asyncio.Future[None] = self._db._write(op)
+        queued = self._queue(op)
         self._starting[job_id] = (op, params, queued)
         queued.add_done_callback(partial(self._started, op, job_id))
         started = {
@@ -361,7 +360,6 @@ class SqliteStore(Store):
         return current.evolve(**started)
 
     def _started(self, op: Op[None], job_id: str, done: asyncio.Future[None]) -> None:
-        self.queries += op.count
         if self._starting.get(job_id, (None,))[0] is op:
             del self._starting[job_id]
         if done.cancelled() or done.exception() is None:
@@ -390,16 +388,24 @@ class SqliteStore(Store):
     ) -> asyncio.Future[bool] | None:
         if self._owned:
             return None
-        self._check_open()
-        op = Op(self._finish_work(job_id, outcome))
-        future: asyncio.Future[bool] = self._db._write(op)
+        future = self._queue(Op(self._finish_work(job_id, outcome)))
 
-        def done(f: asyncio.Future[bool]) -> None:
-            self.queries += op.count
+        def fed(f: asyncio.Future[bool]) -> None:
             if not f.cancelled() and f.exception() is None and f.result() and outcome.terminal:
                 self._fed()
 
-        future.add_done_callback(done)
+        future.add_done_callback(fed)
+        return future
+
+    def _queue(self, op: Op[T]) -> asyncio.Future[T]:
+        """``op`` in the shared writer's next commit, not waited for (counted when done)."""
+        self._check_open()
+        future: asyncio.Future[T] = self._db._write(op)
+
+        def counted(_: asyncio.Future[T]) -> None:
+            self.queries += op.count
+
+        future.add_done_callback(counted)
         return future
 
     def _finish_work(self, job_id: str, outcome: AttemptOutcome) -> Callable[[Op[Any]], bool]:
@@ -584,15 +590,7 @@ class SqliteStore(Store):
     def queue_lock_release(self, key: str, token: str) -> asyncio.Future[bool] | None:
         if self._owned:
             return None
-        self._check_open()
-        op: Op[bool] = Op(lambda sql: bool(sql.change(q.RELEASE_LOCK, (key, token))))
-        future: asyncio.Future[bool] = self._db._write(op)
-
-        def counted(_: asyncio.Future[bool]) -> None:
-            self.queries += op.count
-
-        future.add_done_callback(counted)
-        return future
+        return self._queue(Op(lambda sql: bool(sql.change(q.RELEASE_LOCK, (key, token)))))
 
     async def list_locks(self, *, now: float, prefix: str = "") -> list[LockHolder]:
         params = {"now": now, "prefix": prefix}
