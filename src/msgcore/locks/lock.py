@@ -188,8 +188,8 @@ class HeldLock:
         ``with_settlement`` (a worker, right before its message is settled): where the
         store shares the transport's writer (SQLite), the release is queued into the
         commit of the message's ack instead of a transaction of its own, and this
-        returns without waiting for it. The key is then never free while the message
-        could still be delivered again.
+        returns without waiting for it: no other message of the key starts between the
+        handler's end and the ack.
         """
         refresher, self._refresher = self._refresher, None
         if refresher is None:
