@@ -40,6 +40,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from bench.runs import cleanup, run_loop, settings_for  # noqa: E402
+from bench.subprocs import spawn_app  # noqa: E402
 from msgcore import (  # noqa: E402
     Client,
     Router,
@@ -60,14 +61,19 @@ class _Seen:
             self.done.set()
 
 
-RUN = {"max_workers": 1}
-"""Handlers at once in the worker (``--max-workers``), the same on both sides."""
+RUN: dict[str, Any] = {"max_workers": 1, "loop": "uvloop", "process": False}
+"""Handlers at once in the worker (``--max-workers``), the same on both sides; the loop;
+whether the worker runs in a process of its own (``--worker process``)."""
 
 
 @asynccontextmanager
 async def _worker(
     settings: Settings, seen: _Seen | None, channel: str
 ) -> AsyncIterator[tuple[Any, str]]:
+    if RUN["process"]:
+        async with _worker_process(settings, seen, channel) as running:
+            yield running
+        return
     router = Router()
 
     @router.subscriber(channel, group="bench", max_workers=RUN["max_workers"])
@@ -81,6 +87,47 @@ async def _worker(
     async with broker:
         await broker.start()
         yield publisher, channel
+
+
+@asynccontextmanager
+async def _worker_process(
+    settings: Settings, seen: _Seen | None, channel: str
+) -> AsyncIterator[tuple[Any, str]]:
+    """The worker in a process of its own (bench/apps/jobs_worker.py), as deployed: the
+    client's and the worker's Python then run on separate cores. Bare publishes go
+    through a broker of this process that only publishes."""
+    tag, tmp, transport = channel.removeprefix("bench."), RUN["tmp"], settings.transport
+    args = [
+        *("--transport", transport, "--workdir", str(tmp), "--tag", tag, "--channel", channel),
+        *("--max-workers", str(RUN["max_workers"]), "--loop", RUN["loop"]),
+    ]
+    if seen is None:
+        args.append("--track")
+    else:
+        args += ["--expect", str(seen.n)]
+    async with spawn_app("bench.apps.jobs_worker", args, workdir=tmp) as app:
+        watcher = asyncio.create_task(_watch(app, seen)) if seen is not None else None
+        try:
+            router = Router()
+            publisher = router.publisher(channel)
+            broker = create_broker(router, settings=settings)
+            async with broker:
+                await broker.start()
+                yield publisher, channel
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+
+async def _watch(app: Any, seen: _Seen) -> None:
+    """FIRST and DONE from the worker process's stdout, as ``seen`` events."""
+    assert app.proc.stdout is not None
+    while line := (await app.proc.stdout.readline()).strip():
+        if line == b"FIRST":
+            seen.first.set()
+        elif line == b"DONE":
+            seen.count = seen.n
+            seen.done.set()
 
 
 BATCH = 500
@@ -136,11 +183,11 @@ async def jobs(transport: str, n: int, tmp: Path, *, many: bool = False) -> tupl
 
 
 async def main(args: argparse.Namespace) -> None:
-    RUN["max_workers"] = args.max_workers
+    RUN.update(max_workers=args.max_workers, loop=args.loop, process=args.worker == "process")
     console = Console()
     table = Table(
         title=f"job tracking cost (N={args.n}, {args.rounds} rounds, loop={args.loop}, "
-        f"max_workers={args.max_workers}, per-message logs off)"
+        f"max_workers={args.max_workers}, worker in {args.worker}, per-message logs off)"
     )
     for col in (
         "transport",
@@ -154,6 +201,7 @@ async def main(args: argparse.Namespace) -> None:
     ):
         table.add_column(col, justify="right")
     with tempfile.TemporaryDirectory() as tmp:
+        RUN["tmp"] = Path(tmp)
         for transport in args.only.split(","):
             b: list[float] = []
             j: list[float] = []
@@ -195,5 +243,11 @@ if __name__ == "__main__":
     parser.add_argument("--only", default="sqlite,redis,rabbit")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--max-workers", type=int, default=1)
+    parser.add_argument(
+        "--worker",
+        choices=("same", "process"),
+        default="same",
+        help="the worker in the benchmark's process (default) or a process of its own",
+    )
     parsed = parser.parse_args()
     run_loop(main, parsed)

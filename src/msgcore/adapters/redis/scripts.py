@@ -76,6 +76,7 @@ class LuaScript:
 
     def __init__(self, name: str, body: str) -> None:
         self.name = name
+        self.body = body
         self.source = _PRELUDE + body
         self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
 
@@ -94,23 +95,63 @@ class LuaScript:
 async def run_atomically(
     client: Redis, calls: Sequence[tuple[LuaScript, Sequence[str], Sequence[ScriptArg]]]
 ) -> list[Any]:
-    """Run scripts in one ``MULTI``/``EXEC``: one round trip, and no other client's
-    command runs between them.
-
-    A script the server does not know (first use, ``SCRIPT FLUSH``, a restart) fails
-    alone inside the transaction; it is then run on its own right after, loading it.
-    """
-    async with client.pipeline(transaction=True) as pipe:
-        for script, keys, args in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        replies = list(await pipe.execute(raise_on_error=False))
-    for i, reply in enumerate(replies):
-        if isinstance(reply, NoScriptError):
-            script, keys, args = calls[i]
-            replies[i] = await script(client, keys, args)
-        elif isinstance(reply, Exception):
+    """Run scripts as one: one command and one reply on the wire (a ``MULTI`` of scripts
+    is four, each packed and parsed by redis-py), and no other client's command runs
+    between them. Returns each script's reply, in order. As inside ``MULTI``, a script
+    that errors does not stop the ones after it; the first error is then raised."""
+    keys: list[str] = []
+    counts: list[ScriptArg] = []
+    rest: list[ScriptArg] = []
+    for _, call_keys, call_args in calls:
+        keys += call_keys
+        counts += [len(call_keys), len(call_args)]
+        rest += call_args
+    replies = list(await _composite(tuple(c[0] for c in calls))(client, keys, [*counts, *rest]))
+    for reply in replies:
+        if isinstance(reply, Exception):
             raise reply
     return replies
+
+
+_COMPOSITES: dict[tuple[LuaScript, ...], LuaScript] = {}
+
+
+def _composite(parts: tuple[LuaScript, ...]) -> LuaScript:
+    """One script running ``parts`` in order, each as a function of its own KEYS and
+    ARGV. ARGV starts with each part's key and argument counts. A part that errors has
+    its error in its place among the replies; the parts after it still run."""
+    found = _COMPOSITES.get(parts)
+    if found is None:
+        functions = "".join(
+            f"parts[{i}] = function(KEYS, ARGV)\n{part.body}\nend\n"
+            for i, part in enumerate(parts, 1)
+        )
+        found = LuaScript(
+            "+".join(part.name for part in parts),
+            f"""
+local parts = {{}}
+{functions}
+local n = #parts
+local replies, k, a = {{}}, 0, 2 * n
+for i = 1, n do
+  local nk, na = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local part_keys, part_args = {{}}, {{}}
+  for j = 1, nk do part_keys[j] = KEYS[k + j] end
+  for j = 1, na do part_args[j] = ARGV[a + j] end
+  k, a = k + nk, a + na
+  local ok, reply = pcall(parts[i], part_keys, part_args)
+  if not ok then
+    reply = {{err = type(reply) == 'table' and reply.err or tostring(reply)}}
+  elseif reply == nil then
+    reply = false  -- a nil would end the reply array here
+  end
+  replies[i] = reply
+end
+return replies
+""",
+        )
+        _COMPOSITES[parts] = found
+    return found
 
 
 ENSURE_GROUPS = LuaScript(

@@ -1,0 +1,76 @@
+"""Scripts run as one (``run_atomically``) on a real Redis: what the settlement of a job
+relies on when it sends its ack and its store writes as a single command."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from msgcore.adapters.redis import scripts
+from tests.contract.harness import delete_redis_keys
+
+ECHO = scripts.LuaScript("t_echo", "return {KEYS[1], ARGV[1], #KEYS, #ARGV}")
+SET = scripts.LuaScript("t_set", "redis.call('SET', KEYS[1], ARGV[1])\nreturn nil")
+INCR = scripts.LuaScript("t_incr", "return redis.call('INCR', KEYS[1])")
+
+
+async def test_each_script_gets_its_own_keys_and_args_and_reply(
+    redis_url: str, unique: str
+) -> None:
+    client = Redis.from_url(redis_url)
+    try:
+        replies = await scripts.run_atomically(
+            client,
+            [
+                (ECHO, [f"{unique}:a"], ["x", 2]),
+                (SET, [f"{unique}:b"], ["v"]),
+                (ECHO, [f"{unique}:c", f"{unique}:d"], [3]),
+            ],
+        )
+        # a script returning nil keeps its place (None) instead of ending the list
+        assert replies == [
+            [f"{unique}:a".encode(), b"x", 1, 2],
+            None,
+            [f"{unique}:c".encode(), b"3", 2, 1],
+        ]
+        assert await client.get(f"{unique}:b") == b"v"
+    finally:
+        await delete_redis_keys(redis_url, f"*{unique}*")
+        await client.aclose()
+
+
+async def test_an_error_is_raised_after_the_scripts_around_it_ran(
+    redis_url: str, unique: str
+) -> None:
+    client = Redis.from_url(redis_url)
+    try:
+        await client.set(f"{unique}:n", "not a number")
+        with pytest.raises(ResponseError, match="not an integer"):
+            await scripts.run_atomically(
+                client,
+                [
+                    (SET, [f"{unique}:before"], ["1"]),
+                    (INCR, [f"{unique}:n"], []),
+                    (SET, [f"{unique}:after"], ["2"]),
+                ],
+            )
+        # as inside MULTI: the failing script does not stop the others
+        assert await client.mget(f"{unique}:before", f"{unique}:after") == [b"1", b"2"]
+    finally:
+        await delete_redis_keys(redis_url, f"*{unique}*")
+        await client.aclose()
+
+
+async def test_a_server_that_lost_its_scripts_loads_them_again(
+    redis_url: str, unique: str
+) -> None:
+    client = Redis.from_url(redis_url)
+    try:
+        calls = [(INCR, [f"{unique}:count"], []), (INCR, [f"{unique}:count"], [])]
+        assert await scripts.run_atomically(client, calls) == [1, 2]
+        await client.script_flush()
+        assert await scripts.run_atomically(client, calls) == [3, 4]
+    finally:
+        await delete_redis_keys(redis_url, f"*{unique}*")
+        await client.aclose()
