@@ -62,14 +62,16 @@ async def test_an_error_is_raised_after_the_scripts_around_it_ran(
         await client.aclose()
 
 
-async def test_a_server_that_lost_its_scripts_loads_them_again(
-    redis_url: str, unique: str
-) -> None:
+async def test_scripts_the_server_has_not_seen_are_loaded(redis_url: str, unique: str) -> None:
+    # a body of this test's own: neither the parts nor their composite are loaded yet
+    # (SCRIPT FLUSH would do the same, for every other client of the server as well)
+    fresh = scripts.LuaScript(
+        f"t_incr_{unique}", f"-- {unique}\nreturn redis.call('INCR', KEYS[1])"
+    )
     client = Redis.from_url(redis_url)
     try:
-        calls = [(INCR, [f"{unique}:count"], []), (INCR, [f"{unique}:count"], [])]
+        calls = [(fresh, [f"{unique}:count"], []), (fresh, [f"{unique}:count"], [])]
         assert await scripts.run_atomically(client, calls) == [1, 2]
-        await client.script_flush()
         assert await scripts.run_atomically(client, calls) == [3, 4]
     finally:
         await delete_redis_keys(redis_url, f"*{unique}*")
