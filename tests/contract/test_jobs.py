@@ -261,6 +261,37 @@ async def test_cancel_before_start(
         assert await job.status() is JobStatus.CANCELLED
 
 
+@pytest.mark.real_only
+async def test_cancel_before_any_worker_has_it(
+    transport: Transport, store_url: str | None, unique: str
+) -> None:
+    """A job submitted at once (no delay) and cancelled before a worker has read it
+    never runs, when workers start later (on Redis its message is deleted)."""
+    ran = Sink()
+    idle = Router(prefix=f"{unique}.")
+
+    @idle.subscriber("other")
+    async def other(n: int) -> None: ...
+
+    async with running(transport, idle, store_url) as client:
+        job = await client.submit(f"{unique}.later", 1)
+        assert await client.cancel(job.id) is True
+        assert await client.cancel(job.id) is False  # terminal already
+
+    router = Router(prefix=f"{unique}.")
+
+    @router.subscriber("later")
+    async def later(n: int) -> None:
+        ran.add(n)
+
+    async with running(transport, router, store_url) as client:
+        control = await client.submit(f"{unique}.later", 2)
+        await control.result(timeout=15)
+        await asyncio.sleep(0.3)  # a job cancelled but delivered would run by now
+        assert ran.items == [2]
+        assert (await client.get_job(job.id)).record.status is JobStatus.CANCELLED
+
+
 async def test_handler_result_types(
     transport: Transport, store_url: str | None, unique: str
 ) -> None:

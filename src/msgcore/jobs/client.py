@@ -513,8 +513,10 @@ class Client:
     async def cancel(self, job_id: str) -> bool:
         """Cancel a job no worker has started; False if it started or finished already.
 
-        The message stays queued; the worker that receives it acknowledges it without
-        running the handler.
+        The handler never runs. The message stays queued and the worker that receives it
+        acknowledges it without running the handler; on Redis with the store on the same
+        server, the message is deleted instead, and a job whose message a worker has read
+        already (running, or waiting in its read-ahead for a free slot) is not cancelled.
         """
         return await self.store.cancel_job(
             job_id, now=time.time(), retention=self.settings.jobs.result_ttl

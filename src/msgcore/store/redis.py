@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -38,6 +39,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from msgcore.adapters.redis.connection import connection_class_for
+from msgcore.adapters.redis.keys import JOB_FIELD
 from msgcore.adapters.redis.producer import CAPTURED, CapturedPublish
 from msgcore.adapters.redis.scripts import ScriptArg
 from msgcore.adapters.redis.settlement import CURRENT_DELIVERY, AckCommand
@@ -193,6 +195,15 @@ def _entry(key: str, raw: Mapping[bytes, bytes]) -> CacheEntry:
     )
 
 
+logger = logging.getLogger("msgcore.jobs")
+
+_START_AFTER = 0.05
+"""Seconds a job's first delivery runs before its ``running`` write is sent (see
+``RedisStore._start_deferred``): how late another process may see ``running``."""
+
+_JOB_FIELD = JOB_FIELD.encode()
+
+
 def _count(value: bytes | None) -> int:
     return 0 if value is None else int(value)
 
@@ -212,6 +223,9 @@ class RedisStore(Store):
         self._feed = f"{prefix}{REDIS_JOBS_FEED_KEY}"
         self._cache_channels = f"{prefix}{REDIS_CACHE_CHANNELS_KEY}"
         self._subscribers = f"{prefix}{REDIS_SUBSCRIBERS_KEY}"
+        self._starting: dict[str, tuple[asyncio.TimerHandle, list[ScriptArg]]] = {}
+        """Attempts run without a start read whose ``running`` write is not sent yet."""
+        self._start_writes: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"RedisStore({redact_url(self.url)!r}, prefix={self.prefix!r})"
@@ -268,6 +282,11 @@ class RedisStore(Store):
         self._client = client
 
     async def close(self) -> None:
+        for timer, _ in self._starting.values():
+            timer.cancel()
+        self._starting.clear()
+        if self._start_writes:
+            await asyncio.gather(*self._start_writes, return_exceptions=True)
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
@@ -419,6 +438,8 @@ class RedisStore(Store):
         now: float,
         cache: CacheCheck | None = None,
     ) -> JobRecord:
+        if cache is None and self._first_delivery_of(job_id, attempt):
+            return self._start_deferred(job_id, channel, attempt, worker_id, now)
         if cache is None:
             script = scripts.START_ATTEMPT
             keys = [self._job(job_id), self._index]
@@ -451,6 +472,54 @@ class RedisStore(Store):
         with self._errors():
             flat = await script(client, keys, args)
         return _from_hash(job_id, _pairs(flat))
+
+    def _first_delivery_of(self, job_id: str, attempt: int) -> bool:
+        """Is the entry being handled the first delivery of the message ``Client.submit``
+        added with this job's record? Then no cancel can have taken it (a cancel
+        deletes an entry no group has read, and refuses once one has) and no earlier
+        attempt can have finished it: the record need not be read before running."""
+        delivery = CURRENT_DELIVERY.get()
+        return (
+            self._with_transport
+            and attempt == 1
+            and delivery is not None
+            and not delivery.retry_copy
+            and delivery.attempt == 1
+            and delivery.fields.get(_JOB_FIELD) == job_id.encode()
+        )
+
+    def _start_deferred(
+        self, job_id: str, channel: str, attempt: int, worker_id: str, now: float
+    ) -> JobRecord:
+        """Run the attempt now; write ``running`` only if it lasts longer than
+        ``_START_AFTER``. A shorter one records its start with its result, in its ack's
+        round trip: one command per job at the worker, not two, and nothing to wait for
+        before the handler runs."""
+        args: list[ScriptArg] = [job_id, channel, attempt, worker_id, repr(now)]
+        earlier = self._starting.pop(job_id, None)
+        if earlier is not None:
+            earlier[0].cancel()
+        timer = asyncio.get_running_loop().call_later(_START_AFTER, self._send_start, job_id)
+        self._starting[job_id] = (timer, args)
+        return JobRecord(job_id, channel, JobStatus.RUNNING, attempt, worker_id, started_at=now)
+
+    def _send_start(self, job_id: str) -> None:
+        pending = self._starting.pop(job_id, None)
+        if pending is None or self._client is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._write_start(job_id, pending[1]))
+        self._start_writes.add(task)
+        task.add_done_callback(self._start_writes.discard)
+
+    async def _write_start(self, job_id: str, args: list[ScriptArg]) -> None:
+        try:
+            with self._errors():
+                # refused by a terminal record: a result that landed first stays
+                await scripts.START_ATTEMPT(self._redis(), [self._job(job_id), self._index], args)
+        except Exception as exc:  # the result write that follows records the attempt
+            logger.warning(
+                "job %s: recording its start failed: %s", job_id, exc, extra={"job_id": job_id}
+            )
 
     async def finish_attempt(self, job_id: str, outcome: AttemptOutcome) -> bool:
         keys, args = self._finish_call(job_id, outcome)
@@ -505,6 +574,12 @@ class RedisStore(Store):
             "cached": outcome.cached,
             "expires_at": None if retain is None else now + retain,
         }
+        starting = self._starting.pop(job_id, None)
+        if starting is not None:
+            # ended before its running write was sent: this write records the start
+            timer, start = starting
+            timer.cancel()
+            changes["worker_id"], changes["started_at"] = start[3], start[4]
         encoded = {name: _encode(value) for name, value in changes.items()}
         pairs = [x for name, v in encoded.items() if v is not None for x in (name, v)]
         gone = [name for name, v in encoded.items() if v is None]

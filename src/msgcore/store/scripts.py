@@ -20,6 +20,7 @@ declared; msgcore does not support Redis Cluster).
 
 from __future__ import annotations
 
+from msgcore.adapters.redis.keys import JOB_FIELD
 from msgcore.adapters.redis.scripts import LuaScript
 from msgcore.store.base import TERMINAL, JobStatus
 from msgcore.store.cache import ClaimKind
@@ -57,6 +58,7 @@ _TERMINAL = ", ".join(f"['{s}'] = true" for s in sorted(TERMINAL))
 
 _STORE_PRELUDE = f"""
 local TERMINAL = {{{_TERMINAL}}}
+local JOB_FIELD = '{JOB_FIELD}'
 
 -- keep a terminal record for ms milliseconds ('' = for ever)
 local function retain(key, ms)
@@ -65,6 +67,26 @@ end
 
 local function to_feed(feed, maxlen, job_id, status)
   redis.call('XADD', feed, 'MAXLEN', '~', maxlen, '*', 'job_id', job_id, 'status', status)
+end
+
+-- stream ids 'ms-seq' as numbers (ms has at most 13 digits: exact in a double)
+local function id_before_or_at(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am < bm or (am == bm and as <= bs)
+end
+
+-- has any consumer group of stream read entry id (it is at or before what the group
+-- was last given)?
+local function read_by_a_group(stream, id)
+  if redis.call('EXISTS', stream) == 0 then return false end
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    for i = 1, #g, 2 do
+      if g[i] == 'last-delivered-id' and id_before_or_at(id, g[i + 1]) then return true end
+    end
+  end
+  return false
 end
 
 -- a job nobody created (published without Client, or its record expired)
@@ -244,7 +266,17 @@ CANCEL_JOB = _script(
     "store_cancel_job",
     f"""
 -- KEYS: job, feed. ARGV: job_id, now, retention ms ('' = for ever), expires_at, maxlen.
+-- A job whose entry a worker has read is not cancelled: that worker runs it without
+-- reading the record first. An entry no group has read yet is deleted with the cancel.
+-- (msg_stream is the Redis transport's stream on this same server, standalone: it is
+-- not among KEYS because only the record knows it.)
 if redis.call('HGET', KEYS[1], 'status') ~= '{JobStatus.PENDING}' then return 0 end
+local place = redis.call('HMGET', KEYS[1], 'msg_stream', 'msg_id')
+local stream, id = place[1], place[2]
+if stream and id then
+  if read_by_a_group(stream, id) then return 0 end
+  redis.call('XDEL', stream, id)
+end
 redis.call('HSET', KEYS[1], 'status', '{JobStatus.CANCELLED}', 'finished_at', ARGV[2])
 if ARGV[4] == '' then
   redis.call('HDEL', KEYS[1], 'expires_at')
@@ -281,12 +313,16 @@ CREATE_AND_PUBLISH = _script(
 -- none), field count f, f pairs; then per record: maxlen ('' = none), envelope.
 -- Creates each record that does not exist and adds its message to its stream, in one
 -- step: a record never exists without its message, nor a message without its record.
+-- The entry carries the job id (JOB_FIELD: the worker knows it need not read the record
+-- before running it) and the record the entry's place (msg_stream, msg_id: a cancel
+-- deletes the entry while no worker has it).
 -- Returns per record 1 (created) or the stored hash of the job that existed.
 local n, data_key = tonumber(ARGV[1]), ARGV[2]
-local out, created, a = {}, {}, 3
+local out, created, ids, a = {}, {}, {}, 3
 for k = 1, n do
   local key = KEYS[1 + k]
   local job_id, score, expire_at, f = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  ids[k] = job_id
   local first, last = a + 4, a + 3 + 2 * f
   a = last + 1
   if redis.call('EXISTS', key) == 1 then
@@ -302,12 +338,16 @@ for k = 1, n do
   local maxlen, data = ARGV[a], ARGV[a + 1]
   a = a + 2
   if created[k] then
-    local stream = KEYS[1 + n + k]
+    local stream, job_id = KEYS[1 + n + k], ids[k]
+    local id
     if maxlen == '' then
-      redis.call('XADD', stream, '*', data_key, data)
+      id = redis.call('XADD', stream, '*', data_key, data, JOB_FIELD, job_id)
     else
-      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', data_key, data)
+      id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', data_key, data,
+                      JOB_FIELD, job_id)
     end
+    -- where the message is: a cancel deletes it from there while no worker has it
+    redis.call('HSET', KEYS[1 + k], 'msg_stream', stream, 'msg_id', id)
   end
 end
 return out

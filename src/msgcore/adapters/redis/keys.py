@@ -23,7 +23,14 @@ from msgcore.naming import (
     redis_stream,
 )
 
-__all__ = ["ATTEMPT_FIELD", "ORIGIN_FIELD", "ChannelKeys", "check_channel", "consumer_name"]
+__all__ = [
+    "ATTEMPT_FIELD",
+    "JOB_FIELD",
+    "ORIGIN_FIELD",
+    "ChannelKeys",
+    "check_channel",
+    "consumer_name",
+]
 
 ATTEMPT_FIELD = HEADER_ATTEMPT
 """Stream-entry field with the delivery number of a redelivered copy (absent: 1).
@@ -32,6 +39,12 @@ The parser also shows it to handlers as the header of the same name."""
 
 ORIGIN_FIELD = "x-msgcore-origin"
 """Stream-entry field of a redelivered copy: the entry id of the original message."""
+
+JOB_FIELD = "x-msgcore-job"
+"""Stream-entry field of a job's message added with its record (``Client.submit`` with
+the store on the transport's server): the job id. A cancel deletes such an entry while
+no group has read it and refuses once one has, so on the entry's first delivery the
+worker runs the job without reading its record first."""
 
 
 @dataclass(frozen=True)

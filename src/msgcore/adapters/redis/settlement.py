@@ -111,8 +111,8 @@ class Delivery:
 
 @dataclass(eq=False)
 class AckCommand:
-    """A script to run in the same ``MULTI`` as an entry's ack; ``result`` gets its reply
-    (or the error) once that transaction ran."""
+    """A script to run with an entry's ack, as one script; ``result`` gets its reply
+    (or the error) once that script ran."""
 
     script: scripts.LuaScript
     keys: Sequence[str]
@@ -214,7 +214,7 @@ class Settlement:
         ack_keys: Sequence[str],
         ack_args: Sequence[scripts.ScriptArg],
     ) -> Any:
-        """The ack and the delivery's ``with_ack`` commands in one ``MULTI``/``EXEC``:
+        """The ack and the delivery's ``with_ack`` scripts run as one script:
         one round trip, atomic."""
         commands = delivery.with_ack
         calls = [(scripts.ACK, ack_keys, ack_args), *((c.script, c.keys, c.args) for c in commands)]
