@@ -83,7 +83,7 @@ async def spawn_app(
     with stderr_path.open("wb") as stderr:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            *(["/tmp/prof_worker.py"] if os.environ.get("PROF_OUT") else ["-m"]),
+            "-m",
             module,
             *args,
             stdin=asyncio.subprocess.DEVNULL,
