@@ -23,6 +23,7 @@ from msgcore.constants import HASH_TABLE as HASH
 from msgcore.constants import JOBS_TABLE as JOBS
 from msgcore.constants import KV_TABLE as KV
 from msgcore.constants import LOCKS_TABLE as LOCKS
+from msgcore.constants import MESSAGES_TABLE as MESSAGES
 from msgcore.constants import META_TABLE as META
 from msgcore.constants import SUBSCRIBERS_TABLE as SUBSCRIBERS
 from msgcore.store.base import TERMINAL, JobStatus
@@ -193,6 +194,14 @@ ON CONFLICT (job_id) DO UPDATE SET
     feed_seq = excluded.feed_seq
 WHERE status NOT IN ({_TERMINAL}) AND {_LIVE}
 """
+
+# A store on the SQLite transport's own file: a job's message is the transport's row whose
+# correlation_id is the job id (Client.submit). No index serves these two: a cancel
+# scans the queued rows, once, inside its transaction.
+JOB_MESSAGE_TAKEN: Final = (
+    f"SELECT 1 FROM {MESSAGES} WHERE correlation_id = ? AND lease_token IS NOT NULL LIMIT 1"
+)
+DELETE_JOB_MESSAGES: Final = f"DELETE FROM {MESSAGES} WHERE correlation_id = ?"
 
 CANCEL_JOB: Final = f"""
 UPDATE {JOBS}

@@ -26,6 +26,7 @@ from msgcore.exceptions import StorageError
 from msgcore.sqlite.client.base import OutgoingMessage
 from msgcore.sqlite.client.connection import SqliteClient
 from msgcore.sqlite.publisher.producer import CAPTURED
+from msgcore.sqlite.subscriber.settlement import CURRENT_DELIVERY
 from msgcore.store import queries as q
 from msgcore.store import sqlite_cache as sqlc
 from msgcore.store.base import AttemptOutcome, FeedEvent, JobRecord, JobStatus, Store
@@ -333,10 +334,12 @@ class SqliteStore(Store):
         the write keeps its cancelled state (the write and the result are refused).
         """
         now = params["now"]
-        row = await self._read(lambda sql: sql.row(q.GET_JOB, {"id": job_id, "now": now}))
-        current = None if row is None else job_from_row(row)
-        if current is not None and current.done:
-            return current
+        current = None
+        if not self._first_delivery_of(job_id, params["attempt"]):
+            row = await self._read(lambda sql: sql.row(q.GET_JOB, {"id": job_id, "now": now}))
+            current = None if row is None else job_from_row(row)
+            if current is not None and current.done:
+                return current
 
         def work(sql: Op[None]) -> None:
             if sql.row(q.START_ATTEMPT, params) is None and (
@@ -358,6 +361,17 @@ class SqliteStore(Store):
         if current is None:
             return JobRecord(job_id, params["channel"], created_at=now, **started)
         return current.evolve(**started)
+
+    def _first_delivery_of(self, job_id: str, attempt: int) -> bool:
+        """Is the row being handled, on the transport's own file, the first delivery of
+        the message ``Client.submit`` wrote with this job's record? Then no cancel can
+        have taken it (a cancel deletes the message while no worker has claimed it, and
+        refuses once one has) and no earlier attempt can have finished it: the record
+        need not be read before running."""
+        if self._owned or attempt != 1:
+            return False
+        delivery = CURRENT_DELIVERY.get()
+        return delivery is not None and delivery.attempts == 1 and delivery.correlation_id == job_id
 
     def _started(self, op: Op[None], job_id: str, done: asyncio.Future[None]) -> None:
         if self._starting.get(job_id, (None,))[0] is op:
@@ -469,6 +483,16 @@ class SqliteStore(Store):
         }
 
         def work(sql: Op[bool]) -> bool:
+            if not self._owned:
+                # On the transport's file a worker runs a job's first delivery without
+                # reading its record (see _start_queued): a cancel takes the message
+                # out while no worker has it, and refuses once one has.
+                current = sql.row(q.GET_JOB, {"id": job_id, "now": now})
+                if current is None or current[2] != str(JobStatus.PENDING):
+                    return False
+                if sql.row(q.JOB_MESSAGE_TAKEN, (job_id,)) is not None:
+                    return False
+                sql.change(q.DELETE_JOB_MESSAGES, (job_id,))
             if sql.change(q.CANCEL_JOB, params) == 0:
                 return False
             sql.change(q.ADVANCE_FEED_SEQ)
