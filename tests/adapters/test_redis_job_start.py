@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from msgcore import JobStatus, Router
 from msgcore.adapters.redis.keys import JOB_FIELD
 from msgcore.constants import REDIS_JOB_KEY
-from tests.contract.harness import Transport, running
+from tests.contract.harness import Transport, held_router, running
 
 
 @pytest.fixture
@@ -40,17 +40,7 @@ async def _until(check: object, within: float = 10.0) -> None:
 async def test_a_job_a_worker_has_read_is_not_cancelled_and_runs(
     redis_transport: Transport, redis_url: str, unique: str
 ) -> None:
-    gate = asyncio.Event()
-    began: list[int] = []
-    router = Router(prefix=f"{unique}.")
-
-    @router.subscriber("slow", max_workers=2)
-    async def slow(n: int) -> int:
-        began.append(n)
-        if n < 3:
-            await gate.wait()
-        return n * 10
-
+    router, gate, began = held_router(unique)
     stream = f"{unique}:{unique}.slow"
     client_redis = Redis.from_url(redis_url)
     try:
@@ -59,7 +49,7 @@ async def test_a_job_a_worker_has_read_is_not_cancelled_and_runs(
 
             async def all_read() -> bool:
                 pending = await client_redis.xpending(stream, "default")
-                return len(began) == 2 and int(pending["pending"]) == 3
+                return len(began.items) == 2 and int(pending["pending"]) == 3
 
             # 1 and 2 run (their record may not say so yet: it is written after 50 ms),
             # 3 waits in the worker for a free slot
@@ -68,7 +58,7 @@ async def test_a_job_a_worker_has_read_is_not_cancelled_and_runs(
                 assert await client.cancel(job.id) is False
             gate.set()
             assert [await job.result(timeout=10) for job in jobs] == [10, 20, 30]
-        assert sorted(began) == [1, 2, 3]
+        assert sorted(began.items) == [1, 2, 3]
     finally:
         await client_redis.aclose()
 

@@ -59,6 +59,23 @@ async def wait_until(
         await asyncio.sleep(interval)
 
 
+def held_router(unique: str) -> tuple[Router, asyncio.Event, Sink]:
+    """Channel ``{unique}.slow`` with two handlers at once: jobs 1 and 2 run until the
+    event is set, any other returns at once; each returns ``n * 10``. The sink lists the
+    jobs that started."""
+    gate, began = asyncio.Event(), Sink()
+    router = Router(prefix=f"{unique}.")
+
+    @router.subscriber("slow", max_workers=2)
+    async def slow(n: int) -> int:
+        began.add(n)
+        if n < 3:
+            await gate.wait()
+        return n * 10
+
+    return router, gate, began
+
+
 class Sink:
     """What handlers saw, with a deadline-bounded wait for a count."""
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from msgcore import JobCancelledError, JobStatus, Router
+from msgcore import JobCancelledError, JobStatus
 from msgcore.constants import MESSAGES_TABLE
-from tests.contract.harness import Transport, running
+from tests.contract.harness import Transport, held_router, running
 
 
 @pytest.fixture
@@ -38,24 +38,11 @@ def _rows_of(db_path: Path, job_id: str) -> list[tuple[object, ...]]:
 async def test_a_claimed_job_is_not_cancelled_and_an_unclaimed_one_never_runs(
     sqlite_transport: Transport, db_path: Path, unique: str
 ) -> None:
-    gate = asyncio.Event()
-    began: list[int] = []
-    router = Router(prefix=f"{unique}.")
-
-    @router.subscriber("slow", max_workers=2)
-    async def slow(n: int) -> int:
-        began.append(n)
-        if n < 3:
-            await gate.wait()
-        return n * 10
+    router, gate, began = held_router(unique)
 
     async with running(sqlite_transport, router, None) as client:
         jobs = [await client.submit(f"{unique}.slow", n) for n in (1, 2, 3)]
-        for _ in range(500):
-            if len(began) == 2:
-                break
-            await asyncio.sleep(0.01)
-        assert sorted(began) == [1, 2]
+        assert sorted(await began.wait(2)) == [1, 2]
         # 1 and 2 run: claimed, whatever their records say yet
         for job in jobs[:2]:
             assert _rows_of(db_path, job.id)[0][0] is not None
@@ -71,7 +58,7 @@ async def test_a_claimed_job_is_not_cancelled_and_an_unclaimed_one_never_runs(
             with pytest.raises(JobCancelledError):
                 await jobs[2].result(timeout=2)
             await asyncio.sleep(0.3)
-            assert sorted(began) == [1, 2]
+            assert sorted(began.items) == [1, 2]
         else:
             assert await jobs[2].result(timeout=10) == 30
             assert (await jobs[2].status()) is JobStatus.COMPLETED
