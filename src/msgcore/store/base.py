@@ -237,7 +237,10 @@ class Store(ABC):
 
     @abstractmethod
     async def cancel_job(self, job_id: str, *, now: float, retention: float | None) -> bool:
-        """Cancel a job that no worker has started; False otherwise."""
+        """Cancel a job that no worker has started; False otherwise. A store on the
+        transport (SQLite file, Redis server) also deletes the job's message, and refuses
+        once a worker has claimed it (workers run such a message's first delivery without
+        reading the record)."""
 
     @abstractmethod
     async def list_jobs(
