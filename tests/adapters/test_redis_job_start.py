@@ -10,6 +10,7 @@ the attempt has lasted 50 ms; a shorter one records its start with its result.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -18,7 +19,9 @@ from redis.asyncio import Redis
 from msgcore import JobStatus, Router
 from msgcore.adapters.redis.keys import JOB_FIELD
 from msgcore.constants import REDIS_JOB_KEY
-from tests.contract.harness import Transport, held_router, running
+from msgcore.store.base import AttemptOutcome, JobRecord
+from msgcore.store.redis import RedisStore
+from tests.contract.harness import Transport, delete_redis_keys, held_router, running
 
 
 @pytest.fixture
@@ -121,3 +124,35 @@ async def test_a_long_attempt_shows_running_and_a_short_one_records_its_start_wi
         assert record.worker_id and record.attempts == 1
         assert record.started_at is not None and record.finished_at is not None
         assert record.created_at <= record.started_at <= record.finished_at
+
+
+async def test_a_late_running_write_does_not_undo_its_attempts_outcome(
+    redis_url: str, unique: str
+) -> None:
+    """The deferred running write goes over another connection than the attempt's
+    outcome and may land after it: it applies only to a record still pending."""
+    now = time.time()
+    async with RedisStore(redis_url, prefix=f"{unique}:", transport=True) as store:
+        try:
+            await store.create_jobs(
+                [JobRecord("failed-first", "ch", created_at=now), JobRecord("fresh", "ch")]
+            )
+            retrying = AttemptOutcome(
+                status=JobStatus.RETRYING,
+                attempt=1,
+                now=now,
+                retention=60.0,
+                error_type="ValueError",
+                error_message="boom",
+            )
+            assert await store.finish_attempt("failed-first", retrying)
+            for job_id in ("failed-first", "fresh"):
+                await store._write_start(job_id, [job_id, "ch", 1, "w1", repr(now)])
+            late = await store.get_job("failed-first")
+            assert late is not None and late.status is JobStatus.RETRYING
+            assert late.error_type == "ValueError"
+            fresh = await store.get_job("fresh")
+            assert fresh is not None and fresh.status is JobStatus.RUNNING
+            assert fresh.worker_id == "w1"
+        finally:
+            await delete_redis_keys(redis_url, f"{unique}:*")

@@ -514,8 +514,10 @@ class RedisStore(Store):
     async def _write_start(self, job_id: str, args: list[ScriptArg]) -> None:
         try:
             with self._errors():
-                # refused by a terminal record: a result that landed first stays
-                await scripts.START_ATTEMPT(self._redis(), [self._job(job_id), self._index], args)
+                # late: refused unless still pending (an outcome that landed first stays)
+                await scripts.START_ATTEMPT(
+                    self._redis(), [self._job(job_id), self._index], [*args, "1"]
+                )
         except Exception as exc:  # the result write that follows records the attempt
             logger.warning(
                 "job %s: recording its start failed: %s", job_id, exc, extra={"job_id": job_id}

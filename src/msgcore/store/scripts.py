@@ -180,10 +180,16 @@ return out
 START_ATTEMPT = _script(
     "store_start_attempt",
     f"""
--- KEYS: job, index. ARGV: job_id, channel, attempt, worker_id, now.
+-- KEYS: job, index. ARGV: job_id, channel, attempt, worker_id, now[, late].
 -- Returns the job's hash: unchanged when it is terminal, else running this attempt.
+-- late = '1': a running write sent after its attempt began (RedisStore._start_deferred),
+-- which may land after that attempt's outcome over another connection: it applies only
+-- to a record still pending.
 local status = redis.call('HGET', KEYS[1], 'status')
 if status and TERMINAL[status] then return redis.call('HGETALL', KEYS[1]) end
+if ARGV[6] == '1' and status and status ~= '{JobStatus.PENDING}' then
+  return redis.call('HGETALL', KEYS[1])
+end
 ensure(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[5])
 redis.call('HSET', KEYS[1], 'status', '{JobStatus.RUNNING}', 'attempts', ARGV[3],
            'worker_id', ARGV[4], 'started_at', ARGV[5])
