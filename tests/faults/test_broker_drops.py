@@ -111,7 +111,9 @@ async def case(
         try:
             yield Case(name, url, unique, store_url, proxy)
         finally:
-            await clean_servers(name, url, unique, {(f"{unique}.jobs.square", GROUP)}, set())
+            # the channels too: RabbitMQ keeps an unrouted queue per published channel
+            channels = {f"{unique}.jobs.square", f"{unique}.events"}
+            await clean_servers(name, url, unique, {(f"{unique}.jobs.square", GROUP)}, channels)
 
 
 @pytest.fixture
