@@ -87,19 +87,6 @@ def settings(redis_url: str, unique: str) -> Settings:
     )
 
 
-@pytest.fixture
-async def redis(redis_url: str, unique: str) -> AsyncIterator[Redis]:
-    """A plain client; every key of this test is deleted afterwards."""
-    client = Redis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        keys = [k async for k in client.scan_iter(match=f"{unique}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
-
-
 @asynccontextmanager
 async def running(broker: MsgcoreRedisBroker) -> AsyncIterator[MsgcoreRedisBroker]:
     async with broker:

@@ -41,33 +41,29 @@ async def _until(check: object, within: float = 10.0) -> None:
 
 
 async def test_a_job_a_worker_has_read_is_not_cancelled_and_runs(
-    redis_transport: Transport, redis_url: str, unique: str
+    redis_transport: Transport, redis: Redis, unique: str
 ) -> None:
     router, gate, began = held_router(unique)
     stream = f"{unique}:{unique}.slow"
-    client_redis = Redis.from_url(redis_url)
-    try:
-        async with running(redis_transport, router, None) as client:
-            jobs = [await client.submit(f"{unique}.slow", n) for n in (1, 2, 3)]
+    async with running(redis_transport, router, None) as client:
+        jobs = [await client.submit(f"{unique}.slow", n) for n in (1, 2, 3)]
 
-            async def all_read() -> bool:
-                pending = await client_redis.xpending(stream, "default")
-                return len(began.items) == 2 and int(pending["pending"]) == 3
+        async def all_read() -> bool:
+            pending = await redis.xpending(stream, "default")
+            return len(began.items) == 2 and int(pending["pending"]) == 3
 
-            # 1 and 2 run (their record may not say so yet: it is written after 50 ms),
-            # 3 waits in the worker for a free slot
-            await _until(all_read)
-            for job in jobs:
-                assert await client.cancel(job.id) is False
-            gate.set()
-            assert [await job.result(timeout=10) for job in jobs] == [10, 20, 30]
-        assert sorted(began.items) == [1, 2, 3]
-    finally:
-        await client_redis.aclose()
+        # 1 and 2 run (their record may not say so yet: it is written after 50 ms),
+        # 3 waits in the worker for a free slot
+        await _until(all_read)
+        for job in jobs:
+            assert await client.cancel(job.id) is False
+        gate.set()
+        assert [await job.result(timeout=10) for job in jobs] == [10, 20, 30]
+    assert sorted(began.items) == [1, 2, 3]
 
 
 async def test_the_entry_carries_the_job_and_the_record_its_place(
-    redis_transport: Transport, redis_url: str, unique: str
+    redis_transport: Transport, redis: Redis, unique: str
 ) -> None:
     router = Router(prefix=f"{unique}.")
 
@@ -75,20 +71,16 @@ async def test_the_entry_carries_the_job_and_the_record_its_place(
     async def other(n: int) -> None: ...
 
     stream = f"{unique}:{unique}.queued"
-    client_redis = Redis.from_url(redis_url)
-    try:
-        async with running(redis_transport, router, None) as client:
-            job = await client.submit(f"{unique}.queued", 1)
-            [(entry_id, fields)] = await client_redis.xrange(stream)
-            assert fields[JOB_FIELD.encode()] == job.id.encode()
-            record = await client_redis.hgetall(f"{unique}:{REDIS_JOB_KEY}{job.id}")
-            assert record[b"msg_stream"] == stream.encode()
-            assert record[b"msg_id"] == entry_id
-            # nobody has read it: the cancel takes the message out of the stream
-            assert await client.cancel(job.id) is True
-            assert await client_redis.xrange(stream) == []
-    finally:
-        await client_redis.aclose()
+    async with running(redis_transport, router, None) as client:
+        job = await client.submit(f"{unique}.queued", 1)
+        [(entry_id, fields)] = await redis.xrange(stream)
+        assert fields[JOB_FIELD.encode()] == job.id.encode()
+        record = await redis.hgetall(f"{unique}:{REDIS_JOB_KEY}{job.id}")
+        assert record[b"msg_stream"] == stream.encode()
+        assert record[b"msg_id"] == entry_id
+        # nobody has read it: the cancel takes the message out of the stream
+        assert await client.cancel(job.id) is True
+        assert await redis.xrange(stream) == []
 
 
 async def test_a_long_attempt_shows_running_and_a_short_one_records_its_start_with_its_result(

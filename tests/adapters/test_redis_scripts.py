@@ -3,33 +3,20 @@ relies on when it sends its ack and its store writes as a single command."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from msgcore.adapters.redis import scripts
-from tests.contract.harness import delete_redis_keys
 
 ECHO = scripts.LuaScript("t_echo", "return {KEYS[1], ARGV[1], #KEYS, #ARGV}")
 SET = scripts.LuaScript("t_set", "redis.call('SET', KEYS[1], ARGV[1])\nreturn nil")
 INCR = scripts.LuaScript("t_incr", "return redis.call('INCR', KEYS[1])")
 
 
-@pytest.fixture
-async def client(redis_url: str, unique: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        await delete_redis_keys(redis_url, f"*{unique}*")
-        await client.aclose()
-
-
-async def test_each_script_gets_its_own_keys_and_args_and_reply(client: Redis, unique: str) -> None:
+async def test_each_script_gets_its_own_keys_and_args_and_reply(redis: Redis, unique: str) -> None:
     replies = await scripts.run_atomically(
-        client,
+        redis,
         [
             (ECHO, [f"{unique}:a"], ["x", 2]),
             (SET, [f"{unique}:b"], ["v"]),
@@ -42,16 +29,16 @@ async def test_each_script_gets_its_own_keys_and_args_and_reply(client: Redis, u
         None,
         [f"{unique}:c".encode(), b"3", 2, 1],
     ]
-    assert await client.get(f"{unique}:b") == b"v"
+    assert await redis.get(f"{unique}:b") == b"v"
 
 
 async def test_an_error_is_raised_after_the_scripts_around_it_ran(
-    client: Redis, unique: str
+    redis: Redis, unique: str
 ) -> None:
-    await client.set(f"{unique}:n", "not a number")
+    await redis.set(f"{unique}:n", "not a number")
     with pytest.raises(ResponseError, match="not an integer"):
         await scripts.run_atomically(
-            client,
+            redis,
             [
                 (SET, [f"{unique}:before"], ["1"]),
                 (INCR, [f"{unique}:n"], []),
@@ -59,15 +46,15 @@ async def test_an_error_is_raised_after_the_scripts_around_it_ran(
             ],
         )
     # as inside MULTI: the failing script does not stop the others
-    assert await client.mget(f"{unique}:before", f"{unique}:after") == [b"1", b"2"]
+    assert await redis.mget(f"{unique}:before", f"{unique}:after") == [b"1", b"2"]
 
 
-async def test_scripts_the_server_has_not_seen_are_loaded(client: Redis, unique: str) -> None:
+async def test_scripts_the_server_has_not_seen_are_loaded(redis: Redis, unique: str) -> None:
     # a body of this test's own: neither the parts nor their composite are loaded yet
     # (SCRIPT FLUSH would do the same, for every other client of the server as well)
     fresh = scripts.LuaScript(
         f"t_incr_{unique}", f"-- {unique}\nreturn redis.call('INCR', KEYS[1])"
     )
     calls = [(fresh, [f"{unique}:count"], []), (fresh, [f"{unique}:count"], [])]
-    assert await scripts.run_atomically(client, calls) == [1, 2]
-    assert await scripts.run_atomically(client, calls) == [3, 4]
+    assert await scripts.run_atomically(redis, calls) == [1, 2]
+    assert await scripts.run_atomically(redis, calls) == [3, 4]
