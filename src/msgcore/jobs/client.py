@@ -514,9 +514,10 @@ class Client:
         """Cancel a job no worker has started; False if it started or finished already.
 
         The handler never runs. The message stays queued and the worker that receives it
-        acknowledges it without running the handler; on Redis with the store on the same
-        server, the message is deleted instead, and a job whose message a worker has read
-        already (running, or waiting in its read-ahead for a free slot) is not cancelled.
+        acknowledges it without running the handler; with the store on the transport
+        (SQLite file, Redis server) the message is deleted instead, and a job whose message
+        a worker has claimed already (running, or waiting in its read-ahead for a free
+        slot) is not cancelled.
         """
         return await self.store.cancel_job(
             job_id, now=time.time(), retention=self.settings.jobs.result_ttl
