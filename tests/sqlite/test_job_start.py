@@ -2,7 +2,9 @@
 
 On the first delivery of a message ``Client.submit`` wrote with its record, the worker
 runs the handler without reading the record first. That holds because a cancel deletes
-the job's message while no worker has claimed it and refuses once one has.
+the job's message while no worker has claimed it and refuses once one has. For the same
+reason its ``running`` write waits until the attempt has lasted ``START_AFTER``: a short
+attempt records its start with its result.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from msgcore import JobCancelledError, JobStatus
-from msgcore.constants import MESSAGES_TABLE
-from tests.contract.harness import Transport, held_router, running
+from msgcore.constants import JOBS_TABLE, MESSAGES_TABLE
+from msgcore.store import sqlite as sqlite_store
+from tests.contract.harness import Transport, held_router, running, wait_until
 
 
 @pytest.fixture
@@ -62,3 +65,44 @@ async def test_a_claimed_job_is_not_cancelled_and_an_unclaimed_one_never_runs(
         else:
             assert await jobs[2].result(timeout=10) == 30
             assert (await jobs[2].status()) is JobStatus.COMPLETED
+
+
+def _status_of(db_path: Path, job_id: str) -> tuple[object, ...]:
+    """The record as another process reads it: its own connection to the file."""
+    with sqlite3.connect(db_path) as db:
+        row = db.execute(
+            f"SELECT status, worker_id FROM {JOBS_TABLE} WHERE job_id = ?", (job_id,)
+        ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+async def test_running_is_written_once_an_attempt_lasts_and_a_short_one_writes_once(
+    sqlite_transport: Transport, db_path: Path, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # long enough that "not written yet" is seen on a slow machine too
+    monkeypatch.setattr(sqlite_store, "START_AFTER", 1.0)
+    router, gate, began = held_router(unique)
+
+    async with running(sqlite_transport, router, None) as client:
+        long, other = [await client.submit(f"{unique}.slow", n) for n in (1, 2)]
+        await began.wait(2)
+        # another process sees the record pending until the attempt has lasted
+        assert _status_of(db_path, long.id) == ("pending", None)
+        await wait_until(
+            lambda: _status_of(db_path, long.id)[0] == "running", within=5, what="running"
+        )
+        assert _status_of(db_path, long.id)[1]  # with its worker
+        # this process reads its own start at once
+        assert (await client.get_job(other.id)).record.status is JobStatus.RUNNING
+        assert _status_of(db_path, other.id)[0] == "running"
+        gate.set()
+        assert [await long.result(timeout=10), await other.result(timeout=10)] == [10, 20]
+
+        short = await client.submit(f"{unique}.slow", 7)
+        assert await short.result(timeout=10) == 70
+        record = short.record
+        assert record.status is JobStatus.COMPLETED
+        assert record.worker_id and record.attempts == 1
+        assert record.started_at is not None and record.finished_at is not None
+        assert record.created_at <= record.started_at <= record.finished_at

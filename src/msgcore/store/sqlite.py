@@ -77,6 +77,31 @@ def _skip(sql: Op[None]) -> None:
     """A start write made redundant by its attempt's result write."""
 
 
+def _done() -> asyncio.Future[None]:
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
+
+
+START_AFTER = 0.05
+"""Seconds an attempt the transport's row identifies as its job's runs before its
+``running`` write is queued (``SqliteStore._start_queued``): how late another process
+may see ``running``."""
+
+
+class _Start:
+    """An attempt's ``running`` write: waiting for ``START_AFTER`` (``timer``), then
+    queued (``op``, ``queued``) until it commits."""
+
+    __slots__ = ("op", "params", "queued", "timer")
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+        self.op: Op[None] | None = None
+        self.queued: asyncio.Future[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+
 _SIGNALS: weakref.WeakKeyDictionary[SqliteClient, _FeedSignal] = weakref.WeakKeyDictionary()
 
 
@@ -96,8 +121,9 @@ class SqliteStore(Store):
         )
         self.queries = 0
         self.feed_polls = 0
-        # attempts whose ``running`` write is queued, not committed (``_start_queued``)
-        self._starting: dict[str, tuple[Op[None], dict[str, Any], asyncio.Future[None]]] = {}
+        # attempts whose ``running`` write is deferred or queued, not committed
+        # (``_start_queued``)
+        self._starting: dict[str, _Start] = {}
         # Commits on this connection do not change the ``data_version`` its waiting
         # readers poll, so every store object on one connection shares one signal.
         self._signal = _SIGNALS.setdefault(self._db, _FeedSignal())
@@ -251,7 +277,7 @@ class SqliteStore(Store):
     async def get_jobs(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
         ids = list(dict.fromkeys(job_ids))
         if self._starting and (
-            starts := [s[2] for i in ids if (s := self._starting.get(i)) is not None]
+            starts := [self._send_start(i) for i in ids if i in self._starting]
         ):  # this process reads its own starts
             await asyncio.wait(starts)
         now = time.time()
@@ -324,14 +350,18 @@ class SqliteStore(Store):
         return started
 
     async def _start_queued(self, job_id: str, params: dict[str, Any]) -> JobRecord:
-        """Start an attempt with a read now and the ``running`` write in the next group
-        commit, without waiting for it.
+        """Start an attempt with at most a read now, and the ``running`` write later,
+        without waiting for it.
 
         A commit of its own per start was a third of a short job's cost. The write is
         queued before the attempt's result and its message's ack, so it commits with
-        them or before them, never after. A job terminal at the read (cancelled, or done
-        by an earlier delivery) is returned as it is; one cancelled between the read and
-        the write keeps its cancelled state (the write and the result are refused).
+        them or before them, never after; a write still waiting when the result comes is
+        folded into the result's (one statement instead of two). When a cancel can see
+        that a worker has the job (``_cancel_sees_claim``), the write waits
+        ``START_AFTER`` first, so a short attempt writes its record once. A job terminal
+        at the read (cancelled, or done by an earlier delivery) is returned as it is; one
+        cancelled between the read and the write keeps its cancelled state (the write and
+        the result are refused).
         """
         now = params["now"]
         current = None
@@ -340,18 +370,16 @@ class SqliteStore(Store):
             current = None if row is None else job_from_row(row)
             if current is not None and current.done:
                 return current
-
-        def work(sql: Op[None]) -> None:
-            if sql.row(q.START_ATTEMPT, params) is None and (
-                sql.row(q.GET_JOB, {"id": job_id, "now": now}) is None
-            ):  # expired since the read: start afresh
-                sql.change(q.DELETE_JOB, (job_id,))
-                sql.row(q.START_ATTEMPT, params)
-
-        op = Op(work)
-        queued = self._queue(op)
-        self._starting[job_id] = (op, params, queued)
-        queued.add_done_callback(partial(self._started, op, job_id))
+        earlier = self._starting.pop(job_id, None)
+        if earlier is not None and earlier.timer is not None:
+            earlier.timer.cancel()
+        start = self._starting[job_id] = _Start(params)
+        if self._cancel_sees_claim(job_id):
+            start.timer = asyncio.get_running_loop().call_later(
+                START_AFTER, self._send_start, job_id
+            )
+        else:
+            self._send_start(job_id)
         started = {
             "status": JobStatus.RUNNING,
             "attempts": params["attempt"],
@@ -362,19 +390,58 @@ class SqliteStore(Store):
             return JobRecord(job_id, params["channel"], created_at=now, **started)
         return current.evolve(**started)
 
+    def _send_start(self, job_id: str) -> asyncio.Future[None]:
+        """Queue the ``running`` write of ``job_id``'s attempt (now, if it was waiting);
+        the future of its commit."""
+        start = self._starting.get(job_id)
+        if start is None:  # written with its attempt's result meanwhile
+            return _done()
+        if start.queued is not None:
+            return start.queued
+        if start.timer is not None:
+            start.timer.cancel()
+            start.timer = None
+        params = start.params
+        now = params["now"]
+
+        def work(sql: Op[None]) -> None:
+            if sql.row(q.START_ATTEMPT, params) is None and (
+                sql.row(q.GET_JOB, {"id": job_id, "now": now}) is None
+            ):  # expired since the read: start afresh
+                sql.change(q.DELETE_JOB, (job_id,))
+                sql.row(q.START_ATTEMPT, params)
+
+        start.op = op = Op(work)
+        try:
+            start.queued = queued = self._queue(op)
+        except StorageError:  # closed meanwhile: the attempt's result write reports it
+            del self._starting[job_id]
+            return _done()
+        queued.add_done_callback(partial(self._started, start, job_id))
+        return queued
+
+    def _cancel_sees_claim(self, job_id: str) -> bool:
+        """Is the row being handled, on the transport's own file, the job's message
+        (its ``correlation_id`` is the job id)? A cancel then refuses the job once a
+        worker has claimed the row, whatever its record says."""
+        if self._owned:
+            return False
+        delivery = CURRENT_DELIVERY.get()
+        return delivery is not None and delivery.correlation_id == job_id
+
     def _first_delivery_of(self, job_id: str, attempt: int) -> bool:
         """Is the row being handled, on the transport's own file, the first delivery of
         the message ``Client.submit`` wrote with this job's record? Then no cancel can
         have taken it (a cancel deletes the message while no worker has claimed it, and
         refuses once one has) and no earlier attempt can have finished it: the record
         need not be read before running."""
-        if self._owned or attempt != 1:
+        if attempt != 1 or not self._cancel_sees_claim(job_id):
             return False
         delivery = CURRENT_DELIVERY.get()
-        return delivery is not None and delivery.attempts == 1 and delivery.correlation_id == job_id
+        return delivery is not None and delivery.attempts == 1
 
-    def _started(self, op: Op[None], job_id: str, done: asyncio.Future[None]) -> None:
-        if self._starting.get(job_id, (None,))[0] is op:
+    def _started(self, start: _Start, job_id: str, done: asyncio.Future[None]) -> None:
+        if self._starting.get(job_id) is start:
             del self._starting[job_id]
         if done.cancelled() or done.exception() is None:
             return
@@ -448,8 +515,11 @@ class SqliteStore(Store):
             # The attempt ended before its start write committed (a short handler):
             # this write records the start too, one statement instead of two. If the
             # start is running on the database thread right now, both are written.
-            start, begun, _ = starting
-            start.fn = _skip
+            if starting.timer is not None:
+                starting.timer.cancel()
+            if starting.op is not None:
+                starting.op.fn = _skip
+            begun = starting.params
             params.update(
                 channel=begun["channel"],
                 worker_id=begun["worker_id"],
