@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from msgcore.exceptions import DatabaseLockedError, StoreUnavailableError
 
@@ -53,8 +53,6 @@ async def through_store_outage(
     starts, one line when it ends."""
     pause = FIRST_PAUSE
     began: float | None = None
-    who = f"job {job_id}" if job_id else "client"
-    extra = {"job_id": job_id} if job_id else {}
     while True:
         try:
             result = await call()
@@ -65,10 +63,10 @@ async def through_store_outage(
                 began = time.monotonic()
                 logger.warning(
                     "%s: the job store is unavailable while %s; waiting for it: %s",
-                    who,
+                    _who(job_id),
                     doing,
                     exc,
-                    extra=extra,
+                    extra=_extra(job_id),
                 )
             await asyncio.sleep(pause)
             pause = min(pause * 2, MAX_PAUSE)
@@ -76,8 +74,17 @@ async def through_store_outage(
         if began is not None:
             logger.info(
                 "%s: the job store answered again after %.1fs",
-                who,
+                _who(job_id),
                 time.monotonic() - began,
-                extra=extra,
+                extra=_extra(job_id),
             )
         return result
+
+
+# made only when there is something to log: the call above runs for every job
+def _who(job_id: str | None) -> str:
+    return f"job {job_id}" if job_id else "client"
+
+
+def _extra(job_id: str | None) -> dict[str, Any]:
+    return {"job_id": job_id} if job_id else {}
