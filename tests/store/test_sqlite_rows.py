@@ -1,0 +1,44 @@
+"""Job records read from SQLite rows are the records the dataclass would make."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from msgcore.store import queries as q
+from msgcore.store.base import JobRecord, JobStatus
+from msgcore.store.sqlite_rows import job_from_row, job_row
+
+
+def test_a_row_read_back_is_the_record_written_with_every_field() -> None:
+    record = JobRecord(
+        "job-1",
+        "orders",
+        JobStatus.DEAD,
+        attempts=2,
+        worker_id="host:1",
+        created_at=1.0,
+        started_at=2.0,
+        finished_at=3.0,
+        result=b'{"a":1}',
+        has_result=True,
+        error_type="ValueError",
+        error_message="bad",
+        cached=True,
+        expires_at=4.0,
+        extra={"k": "v"},
+    )
+    read = job_from_row(job_row(record))
+    assert read == record
+    assert vars(read) == vars(record)
+    # the columns are the dataclass's fields, in order: a new field fails here first
+    names = [f.name for f in dataclasses.fields(JobRecord)]
+    assert [c.strip() for c in q.JOB_COLUMNS.split(",")] == names
+    assert read.done is True and read.evolve(status=JobStatus.RETRYING).done is False
+
+
+def test_defaults_and_nulls_read_back_as_the_dataclass_makes_them() -> None:
+    record = JobRecord("job-2", "orders")
+    read = job_from_row(job_row(record))
+    assert vars(read) == vars(record)
+    assert read.status is JobStatus.PENDING and read.extra == {}
+    assert dataclasses.replace(read, attempts=1) == dataclasses.replace(record, attempts=1)
