@@ -5,7 +5,8 @@ A subscriber that finds its queue empty waits on the notifier, whose poll task t
 connection (another broker or process) after the empty claim but before that first
 read does not change the version any more, so nothing wakes the subscriber until some
 later commit. The test widens that window deterministically by delaying the
-notifier's first read.
+notifier's first read (made on the connection's thread, as when the event-loop thread
+cannot read).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ async def test_row_committed_before_the_first_poll_is_delivered(
         return await original(self)
 
     monkeypatch.setattr(SqliteClient, "data_version", slow_first_read)
+    monkeypatch.setattr(SqliteClient, "data_version_now", lambda self: None)
 
     settings = Settings(url=db_url, log_messages=False)
     received: list[Any] = []

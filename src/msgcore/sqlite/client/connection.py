@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 
@@ -68,9 +68,16 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc)
 
 
+def _data_version(c: sqlite3.Connection) -> int:
+    return int(c.execute(q.DATA_VERSION).fetchone()[0])
+
+
 class _WouldBlock(Exception):
     """Raised instead of waiting for the write lock on the event-loop thread."""
 
+
+_NOT_INLINE: Any = object()
+"""What ``SqliteClient._inline`` returns for an operation it left to the worker thread."""
 
 _mode = threading.local()
 """``_mode.inline`` is True while an operation runs on the event-loop thread."""
@@ -294,23 +301,10 @@ class SqliteClient(QueueTransport):
         anything that would wait for the write lock, and heavy batches, go to the thread.
         """
         conn = self._connection()
-        if self.inline and not heavy and self._threaded == 0:
-            _mode.inline = True
-            try:
-                result = fn(conn._conn)
-            except _WouldBlock:
-                pass  # another connection holds the write lock: wait on the thread
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    raise storage_error(
-                        exc, path=self.path, busy_timeout=self.busy_timeout
-                    ) from exc
-            except sqlite3.Error as exc:
-                raise storage_error(exc, path=self.path, busy_timeout=self.busy_timeout) from exc
-            else:
-                return result
-            finally:
-                _mode.inline = False
+        if not heavy:
+            result = self._inline(conn, fn)
+            if result is not _NOT_INLINE:
+                return cast(T, result)
         self._threaded += 1
         try:
             result = await conn._execute(fn, conn._conn)  # type: ignore[no-untyped-call]
@@ -318,7 +312,26 @@ class SqliteClient(QueueTransport):
             raise storage_error(exc, path=self.path, busy_timeout=self.busy_timeout) from exc
         finally:
             self._threaded -= 1
-        return result
+        return cast(T, result)
+
+    def _inline(self, conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> Any:
+        """``fn``'s result, run on this thread; ``_NOT_INLINE`` when that could block
+        (the worker thread is busy, or another connection holds the write lock)."""
+        if not self.inline or self._threaded:
+            return _NOT_INLINE
+        _mode.inline = True
+        try:
+            return fn(conn._conn)
+        except _WouldBlock:
+            return _NOT_INLINE  # another connection holds the write lock: wait on the thread
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise storage_error(exc, path=self.path, busy_timeout=self.busy_timeout) from exc
+            return _NOT_INLINE
+        except sqlite3.Error as exc:
+            raise storage_error(exc, path=self.path, busy_timeout=self.busy_timeout) from exc
+        finally:
+            _mode.inline = False
 
     def _committed(self) -> None:
         """Count write transactions; checkpoint the WAL off the event loop now and then."""
@@ -521,7 +534,13 @@ class SqliteClient(QueueTransport):
         return int(await self._write(lambda c: c.execute(q.DELETE_EXPIRED, (now,)).rowcount))
 
     async def data_version(self) -> int:
-        return int(await self._run(lambda c: c.execute(q.DATA_VERSION).fetchone()[0]))
+        return int(await self._run(_data_version))
+
+    def data_version_now(self) -> int | None:
+        """``data_version`` read on this thread, or None when only the worker thread
+        can read it now (then await ``data_version``)."""
+        version = self._inline(self._connection(), _data_version)
+        return None if version is _NOT_INLINE else int(version)
 
     # -- inspection ----------------------------------------------------------------
 
