@@ -86,17 +86,16 @@ async def test_running_is_written_once_an_attempt_lasts_and_a_short_one_writes_o
 
     async with running(sqlite_transport, router, None) as client:
         long, other = [await client.submit(f"{unique}.slow", n) for n in (1, 2)]
-        await began.wait(2)
-        # another process sees the record pending until the attempt has lasted
-        assert _status_of(db_path, long.id) == ("pending", None)
-        await wait_until(
-            lambda: _status_of(db_path, long.id)[0] == "running", within=5, what="running"
-        )
-        assert _status_of(db_path, long.id)[1]  # with its worker
-        # this process reads its own start at once
-        assert (await client.get_job(other.id)).record.status is JobStatus.RUNNING
-        assert _status_of(db_path, other.id)[0] == "running"
-        gate.set()
+        try:
+            await began.wait(2)
+            # another process sees the record pending until the attempt has lasted
+            assert _status_of(db_path, long.id) == ("pending", None)
+            await wait_until(
+                lambda: _status_of(db_path, long.id)[0] == "running", within=5, what="running"
+            )
+            assert _status_of(db_path, long.id)[1]  # with its worker
+        finally:
+            gate.set()
         assert [await long.result(timeout=10), await other.result(timeout=10)] == [10, 20]
 
         short = await client.submit(f"{unique}.slow", 7)
