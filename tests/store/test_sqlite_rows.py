@@ -6,7 +6,7 @@ import dataclasses
 
 from msgcore.store import queries as q
 from msgcore.store.base import JobRecord, JobStatus
-from msgcore.store.sqlite_rows import job_from_row, job_row
+from msgcore.store.sqlite_rows import job_from_row, job_row, new_record
 
 
 def test_a_row_read_back_is_the_record_written_with_every_field() -> None:
@@ -42,3 +42,10 @@ def test_defaults_and_nulls_read_back_as_the_dataclass_makes_them() -> None:
     assert vars(read) == vars(record)
     assert read.status is JobStatus.PENDING and read.extra == {}
     assert dataclasses.replace(read, attempts=1) == dataclasses.replace(record, attempts=1)
+
+
+def test_a_new_record_is_the_one_the_dataclass_makes() -> None:
+    made = new_record("job-3", "orders", status=JobStatus.RUNNING, attempts=1, started_at=5.0)
+    expected = JobRecord("job-3", "orders", JobStatus.RUNNING, attempts=1, started_at=5.0)
+    assert vars(made) == vars(expected)
+    assert made.extra == {} and made.extra is not new_record("job-4", "orders").extra

@@ -48,6 +48,7 @@ from msgcore.store.sqlite_rows import (
     create_schema,
     job_from_row,
     job_row,
+    new_record,
     select,
 )
 from msgcore.urls import parse_sqlite_url, redact_url
@@ -90,16 +91,16 @@ may see ``running``."""
 
 
 class _Start:
-    """An attempt's ``running`` write: waiting for ``START_AFTER`` (``timer``), then
-    queued (``op``, ``queued``) until it commits."""
+    """An attempt's ``running`` write: waiting until ``due`` (loop time; None: not
+    waiting), then queued (``op``, ``queued``) until it commits."""
 
-    __slots__ = ("op", "params", "queued", "timer")
+    __slots__ = ("due", "op", "params", "queued")
 
-    def __init__(self, params: dict[str, Any]) -> None:
+    def __init__(self, params: dict[str, Any], due: float | None) -> None:
         self.params = params
+        self.due = due
         self.op: Op[None] | None = None
         self.queued: asyncio.Future[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
 
 
 _SIGNALS: weakref.WeakKeyDictionary[SqliteClient, _FeedSignal] = weakref.WeakKeyDictionary()
@@ -124,6 +125,9 @@ class SqliteStore(Store):
         # attempts whose ``running`` write is deferred or queued, not committed
         # (``_start_queued``)
         self._starting: dict[str, _Start] = {}
+        # One timer for every waiting start, not one per job (a timer costs more than
+        # the rest of a start): entries wait in ``_starting`` in the order they are due.
+        self._sweep: asyncio.TimerHandle | None = None
         # Commits on this connection do not change the ``data_version`` its waiting
         # readers poll, so every store object on one connection shares one signal.
         self._signal = _SIGNALS.setdefault(self._db, _FeedSignal())
@@ -370,25 +374,44 @@ class SqliteStore(Store):
             current = None if row is None else job_from_row(row)
             if current is not None and current.done:
                 return current
-        earlier = self._starting.pop(job_id, None)
-        if earlier is not None and earlier.timer is not None:
-            earlier.timer.cancel()
-        start = self._starting[job_id] = _Start(params)
+        self._starting.pop(job_id, None)  # an earlier attempt's wait, if any, ends here
         if self._cancel_sees_claim(job_id):
-            start.timer = asyncio.get_running_loop().call_later(
-                START_AFTER, self._send_start, job_id
-            )
+            loop = asyncio.get_running_loop()
+            self._starting[job_id] = _Start(params, loop.time() + START_AFTER)
+            if self._sweep is None:
+                self._sweep = loop.call_later(START_AFTER, self._send_due)
         else:
+            self._starting[job_id] = _Start(params, None)
             self._send_start(job_id)
-        started = {
-            "status": JobStatus.RUNNING,
-            "attempts": params["attempt"],
-            "worker_id": params["worker_id"],
-            "started_at": now,
-        }
         if current is None:
-            return JobRecord(job_id, params["channel"], created_at=now, **started)
-        return current.evolve(**started)
+            return new_record(
+                job_id,
+                params["channel"],
+                status=JobStatus.RUNNING,
+                attempts=params["attempt"],
+                worker_id=params["worker_id"],
+                created_at=now,
+                started_at=now,
+            )
+        return current.evolve(
+            status=JobStatus.RUNNING,
+            attempts=params["attempt"],
+            worker_id=params["worker_id"],
+            started_at=now,
+        )
+
+    def _send_due(self) -> None:
+        """Queue the ``running`` writes whose wait is over; wake again for the next."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for job_id, start in list(self._starting.items()):
+            if start.due is None:
+                continue
+            if start.due > now:
+                self._sweep = loop.call_at(start.due, self._send_due)
+                return
+            self._send_start(job_id)
 
     def _send_start(self, job_id: str) -> asyncio.Future[None]:
         """Queue the ``running`` write of ``job_id``'s attempt (now, if it was waiting);
@@ -398,9 +421,7 @@ class SqliteStore(Store):
             return _done()
         if start.queued is not None:
             return start.queued
-        if start.timer is not None:
-            start.timer.cancel()
-            start.timer = None
+        start.due = None
         params = start.params
         now = params["now"]
 
@@ -515,8 +536,6 @@ class SqliteStore(Store):
             # The attempt ended before its start write committed (a short handler):
             # this write records the start too, one statement instead of two. If the
             # start is running on the database thread right now, both are written.
-            if starting.timer is not None:
-                starting.timer.cancel()
             if starting.op is not None:
                 starting.op.fn = _skip
             begun = starting.params

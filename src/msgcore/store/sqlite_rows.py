@@ -6,6 +6,7 @@ Shared by ``sqlite.py`` (jobs, feed, state) and ``sqlite_cache.py`` (the result 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -109,6 +110,18 @@ def job_from_row(row: Sequence[Any]) -> JobRecord:
         expires_at=expires_at,
         extra=json.loads(extra) if extra else {},
     )
+    return record
+
+
+_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(JobRecord) if f.default is not dataclasses.MISSING
+}
+
+
+def new_record(job_id: str, channel: str, **fields: Any) -> JobRecord:
+    """``JobRecord(job_id, channel, **fields)``, made as ``job_from_row`` makes one."""
+    record: JobRecord = _new_record(JobRecord)
+    record.__dict__.update(_DEFAULTS, job_id=job_id, channel=channel, extra={}, **fields)
     return record
 
 
