@@ -13,7 +13,7 @@ import asyncio
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -87,6 +87,25 @@ class JobRecord:
 
     def evolve(self, **changes: Any) -> JobRecord:
         return replace(self, **changes)
+
+
+STATUS: dict[str, JobStatus] = {s.value: s for s in JobStatus}
+"""Each status by its stored text (a dict lookup, cheaper than ``JobStatus(text)``)."""
+
+_DEFAULTS = {f.name: f.default for f in fields(JobRecord) if f.default is not MISSING}
+_new_record = object.__new__
+
+
+def new_record(job_id: str, channel: str, **values: Any) -> JobRecord:
+    """``JobRecord(job_id, channel, **values)``, filled in place: the frozen dataclass's
+    ``__init__`` makes one ``object.__setattr__`` call per field, five times the time,
+    and the stores build a record per job they read. tests/store pins the two to the
+    same result."""
+    record: JobRecord = _new_record(JobRecord)
+    filled = record.__dict__
+    filled.update(_DEFAULTS, job_id=job_id, channel=channel, extra={})
+    filled.update(values)
+    return record
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,15 @@ from msgcore.constants import (
 )
 from msgcore.exceptions import InvalidURLError, StorageError, StoreUnavailableError
 from msgcore.store import scripts
-from msgcore.store.base import AttemptOutcome, FeedEvent, JobRecord, JobStatus, Store
+from msgcore.store.base import (
+    STATUS,
+    AttemptOutcome,
+    FeedEvent,
+    JobRecord,
+    JobStatus,
+    Store,
+    new_record,
+)
 from msgcore.store.cache import (
     CacheCheck,
     CacheClaim,
@@ -87,9 +95,6 @@ _POOL_TIMEOUT = 20.0
 _MAX_BLOCK = 2.0
 """Longest ``XREAD BLOCK`` (s): redis-py gives connections a 5 s socket timeout by
 default, and a block that outlasts it reads as a dead server. Waiters loop instead."""
-
-_FLOATS = ("created_at", "started_at", "finished_at", "expires_at")
-_BOOLS = ("has_result", "cached")
 
 
 def _encode(value: Any) -> str | bytes | None:
@@ -126,29 +131,33 @@ def _to_hash(record: JobRecord) -> dict[str, str | bytes]:
 
 
 def _from_hash(job_id: str, raw: Mapping[bytes, bytes]) -> JobRecord:
-    h = {k.decode(): v for k, v in raw.items()}
+    get = raw.get
 
-    def text(name: str) -> str | None:
-        value = h.get(name)
+    def text(name: bytes) -> str | None:
+        value = get(name)
         return None if value is None else value.decode()
 
-    floats = {name: float(h[name]) if name in h else None for name in _FLOATS}
-    extra = text("extra")
-    return JobRecord(
-        job_id=job_id,
-        channel=text("channel") or "",
-        status=JobStatus(text("status") or JobStatus.PENDING),
-        attempts=int(h.get("attempts", 0)),
-        worker_id=text("worker_id"),
-        created_at=floats["created_at"] or 0.0,
-        started_at=floats["started_at"],
-        finished_at=floats["finished_at"],
-        result=h.get("result"),
-        has_result=h.get("has_result") == b"1",
-        error_type=text("error_type"),
-        error_message=text("error_message"),
-        cached=h.get("cached") == b"1",
-        expires_at=floats["expires_at"],
+    def number(name: bytes) -> float | None:
+        value = get(name)
+        return None if value is None else float(value)
+
+    status = get(b"status")
+    extra = get(b"extra")
+    return new_record(
+        job_id,
+        text(b"channel") or "",
+        status=JobStatus.PENDING if status is None else STATUS[status.decode()],
+        attempts=int(get(b"attempts", 0)),
+        worker_id=text(b"worker_id"),
+        created_at=number(b"created_at") or 0.0,
+        started_at=number(b"started_at"),
+        finished_at=number(b"finished_at"),
+        result=get(b"result"),
+        has_result=get(b"has_result") == b"1",
+        error_type=text(b"error_type"),
+        error_message=text(b"error_message"),
+        cached=get(b"cached") == b"1",
+        expires_at=number(b"expires_at"),
         extra=json.loads(extra) if extra else {},
     )
 

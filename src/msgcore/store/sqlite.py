@@ -29,7 +29,14 @@ from msgcore.sqlite.publisher.producer import CAPTURED
 from msgcore.sqlite.subscriber.settlement import CURRENT_DELIVERY
 from msgcore.store import queries as q
 from msgcore.store import sqlite_cache as sqlc
-from msgcore.store.base import AttemptOutcome, FeedEvent, JobRecord, JobStatus, Store
+from msgcore.store.base import (
+    AttemptOutcome,
+    FeedEvent,
+    JobRecord,
+    JobStatus,
+    Store,
+    new_record,
+)
 from msgcore.store.cache import (
     CacheCheck,
     CacheClaim,
@@ -48,7 +55,6 @@ from msgcore.store.sqlite_rows import (
     create_schema,
     job_from_row,
     job_row,
-    new_record,
     select,
 )
 from msgcore.urls import parse_sqlite_url, redact_url

@@ -6,14 +6,13 @@ Shared by ``sqlite.py`` (jobs, feed, state) and ``sqlite_cache.py`` (the result 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 from msgcore.store import queries as q
-from msgcore.store.base import JobRecord, JobStatus
+from msgcore.store.base import STATUS, JobRecord, new_record
 
 T = TypeVar("T")
 
@@ -82,21 +81,13 @@ def alive(expires_at: float | None, now: float) -> bool:
     return expires_at is None or expires_at > now
 
 
-_STATUS = {s.value: s for s in JobStatus}
-_new_record = object.__new__
-
-
 def job_from_row(row: Sequence[Any]) -> JobRecord:
     (job_id, channel, status, attempts, worker_id, created_at, started_at, finished_at,
      result, has_result, error_type, error_message, cached, expires_at, extra) = row  # fmt: skip
-    # Filled in place rather than through the frozen dataclass's __init__ (one
-    # object.__setattr__ per field): a fifth of the time, and a waiting client builds
-    # one per job it waits for. tests/store pins the fields to the dataclass's.
-    record: JobRecord = _new_record(JobRecord)
-    record.__dict__.update(
-        job_id=job_id,
-        channel=channel,
-        status=_STATUS[status],
+    return new_record(
+        job_id,
+        channel,
+        status=STATUS[status],
         attempts=attempts,
         worker_id=worker_id,
         created_at=created_at,
@@ -110,19 +101,6 @@ def job_from_row(row: Sequence[Any]) -> JobRecord:
         expires_at=expires_at,
         extra=json.loads(extra) if extra else {},
     )
-    return record
-
-
-_DEFAULTS = {
-    f.name: f.default for f in dataclasses.fields(JobRecord) if f.default is not dataclasses.MISSING
-}
-
-
-def new_record(job_id: str, channel: str, **fields: Any) -> JobRecord:
-    """``JobRecord(job_id, channel, **fields)``, made as ``job_from_row`` makes one."""
-    record: JobRecord = _new_record(JobRecord)
-    record.__dict__.update(_DEFAULTS, job_id=job_id, channel=channel, extra={}, **fields)
-    return record
 
 
 def job_row(r: JobRecord) -> tuple[Any, ...]:

@@ -1,12 +1,12 @@
-"""Job records read from SQLite rows are the records the dataclass would make."""
+"""Job records read from SQLite rows and Redis hashes are the records the dataclass makes."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from msgcore.store import queries as q
-from msgcore.store.base import JobRecord, JobStatus
-from msgcore.store.sqlite_rows import job_from_row, job_row, new_record
+from msgcore.store.base import JobRecord, JobStatus, new_record
+from msgcore.store.sqlite_rows import job_from_row, job_row
 
 
 def test_a_row_read_back_is_the_record_written_with_every_field() -> None:
@@ -49,3 +49,44 @@ def test_a_new_record_is_the_one_the_dataclass_makes() -> None:
     expected = JobRecord("job-3", "orders", JobStatus.RUNNING, attempts=1, started_at=5.0)
     assert vars(made) == vars(expected)
     assert made.extra == {} and made.extra is not new_record("job-4", "orders").extra
+
+
+def test_a_redis_hash_reads_as_the_record_the_dataclass_makes() -> None:
+    from msgcore.store.redis import _from_hash
+
+    raw = {
+        b"channel": b"orders",
+        b"status": b"completed",
+        b"attempts": b"2",
+        b"worker_id": b"host:1",
+        b"created_at": b"1.5",
+        b"started_at": b"2.5",
+        b"finished_at": b"3.5",
+        b"result": b'{"a":1}',
+        b"has_result": b"1",
+        b"error_type": b"ValueError",
+        b"error_message": b"bad",
+        b"cached": b"1",
+        b"expires_at": b"9.5",
+        b"extra": b'{"k":"v"}',
+        b"msg_stream": b"s",  # fields the record does not hold are ignored
+    }
+    expected = JobRecord(
+        "job-5",
+        "orders",
+        JobStatus.COMPLETED,
+        attempts=2,
+        worker_id="host:1",
+        created_at=1.5,
+        started_at=2.5,
+        finished_at=3.5,
+        result=b'{"a":1}',
+        has_result=True,
+        error_type="ValueError",
+        error_message="bad",
+        cached=True,
+        expires_at=9.5,
+        extra={"k": "v"},
+    )
+    assert vars(_from_hash("job-5", raw)) == vars(expected)
+    assert vars(_from_hash("job-6", {})) == vars(JobRecord("job-6", ""))
