@@ -21,7 +21,13 @@ from msgcore.adapters.redis.keys import JOB_FIELD
 from msgcore.constants import REDIS_JOB_KEY
 from msgcore.store.base import AttemptOutcome, JobRecord
 from msgcore.store.redis import RedisStore
-from tests.contract.harness import Transport, delete_redis_keys, held_router, running
+from tests.contract.harness import (
+    Transport,
+    assert_started_with_its_result,
+    delete_redis_keys,
+    held_router,
+    running,
+)
 
 
 @pytest.fixture
@@ -111,11 +117,7 @@ async def test_a_long_attempt_shows_running_and_a_short_one_records_its_start_wi
 
         short = await client.submit(f"{unique}.work", 7)
         assert await short.result(timeout=10) == 7
-        record = short.record
-        assert record.status is JobStatus.COMPLETED
-        assert record.worker_id and record.attempts == 1
-        assert record.started_at is not None and record.finished_at is not None
-        assert record.created_at <= record.started_at <= record.finished_at
+        assert_started_with_its_result(short.record)
 
 
 async def test_a_late_running_write_does_not_undo_its_attempts_outcome(

@@ -14,6 +14,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from msgcore import (
     Client,
+    JobRecord,
+    JobStatus,
     RabbitSettings,
     RedisSettings,
     Router,
@@ -75,6 +77,15 @@ def held_router(unique: str) -> tuple[Router, asyncio.Event, Sink]:
         return n * 10
 
     return router, gate, began
+
+
+def assert_started_with_its_result(record: JobRecord) -> None:
+    """A completed first attempt whose record holds its start (worker, time) too: a
+    short attempt's ``running`` write is folded into its result's."""
+    assert record.status is JobStatus.COMPLETED
+    assert record.worker_id and record.attempts == 1
+    assert record.started_at is not None and record.finished_at is not None
+    assert record.created_at <= record.started_at <= record.finished_at
 
 
 class Sink:

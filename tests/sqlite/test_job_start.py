@@ -19,7 +19,13 @@ import pytest
 from msgcore import JobCancelledError, JobStatus
 from msgcore.constants import JOBS_TABLE, MESSAGES_TABLE
 from msgcore.store import sqlite as sqlite_store
-from tests.contract.harness import Transport, held_router, running, wait_until
+from tests.contract.harness import (
+    Transport,
+    assert_started_with_its_result,
+    held_router,
+    running,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -100,8 +106,4 @@ async def test_running_is_written_once_an_attempt_lasts_and_a_short_one_writes_o
 
         short = await client.submit(f"{unique}.slow", 7)
         assert await short.result(timeout=10) == 70
-        record = short.record
-        assert record.status is JobStatus.COMPLETED
-        assert record.worker_id and record.attempts == 1
-        assert record.started_at is not None and record.finished_at is not None
-        assert record.created_at <= record.started_at <= record.finished_at
+        assert_started_with_its_result(short.record)
