@@ -77,6 +77,7 @@ from msgcore.store.cache import (
     CacheSubmit,
     ClaimKind,
 )
+from msgcore.store.deferred import DueLater
 from msgcore.store.locks import LockHolder
 from msgcore.urls import redact_url
 
@@ -232,8 +233,9 @@ class RedisStore(Store):
         self._feed = f"{prefix}{REDIS_JOBS_FEED_KEY}"
         self._cache_channels = f"{prefix}{REDIS_CACHE_CHANNELS_KEY}"
         self._subscribers = f"{prefix}{REDIS_SUBSCRIBERS_KEY}"
-        self._starting: dict[str, tuple[asyncio.TimerHandle, list[ScriptArg]]] = {}
+        self._starting: dict[str, list[ScriptArg]] = {}
         """Attempts run without a start read whose ``running`` write is not sent yet."""
+        self._waiting = DueLater(_START_AFTER, self._send_start)
         self._start_writes: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
@@ -291,8 +293,7 @@ class RedisStore(Store):
         self._client = client
 
     async def close(self) -> None:
-        for timer, _ in self._starting.values():
-            timer.cancel()
+        self._waiting.clear()
         self._starting.clear()
         if self._start_writes:
             await asyncio.gather(*self._start_writes, return_exceptions=True)
@@ -504,19 +505,22 @@ class RedisStore(Store):
         ``_START_AFTER``. A shorter one records its start with its result, in its ack's
         round trip: one command per job at the worker, not two, and nothing to wait for
         before the handler runs."""
-        args: list[ScriptArg] = [job_id, channel, attempt, worker_id, repr(now)]
-        earlier = self._starting.pop(job_id, None)
-        if earlier is not None:
-            earlier[0].cancel()
-        timer = asyncio.get_running_loop().call_later(_START_AFTER, self._send_start, job_id)
-        self._starting[job_id] = (timer, args)
-        return JobRecord(job_id, channel, JobStatus.RUNNING, attempt, worker_id, started_at=now)
+        self._starting[job_id] = [job_id, channel, attempt, worker_id, repr(now)]
+        self._waiting.add(job_id)
+        return new_record(
+            job_id,
+            channel,
+            status=JobStatus.RUNNING,
+            attempts=attempt,
+            worker_id=worker_id,
+            started_at=now,
+        )
 
     def _send_start(self, job_id: str) -> None:
         pending = self._starting.pop(job_id, None)
         if pending is None or self._client is None:
             return
-        task = asyncio.get_running_loop().create_task(self._write_start(job_id, pending[1]))
+        task = asyncio.get_running_loop().create_task(self._write_start(job_id, pending))
         self._start_writes.add(task)
         task.add_done_callback(self._start_writes.discard)
 
@@ -585,11 +589,10 @@ class RedisStore(Store):
             "cached": outcome.cached,
             "expires_at": None if retain is None else now + retain,
         }
-        starting = self._starting.pop(job_id, None)
-        if starting is not None:
+        start = self._starting.pop(job_id, None)
+        if start is not None:
             # ended before its running write was sent: this write records the start
-            timer, start = starting
-            timer.cancel()
+            self._waiting.discard(job_id)
             changes["worker_id"], changes["started_at"] = start[3], start[4]
         encoded = {name: _encode(value) for name, value in changes.items()}
         pairs = [x for name, v in encoded.items() if v is not None for x in (name, v)]

@@ -45,6 +45,7 @@ from msgcore.store.cache import (
     CacheStats,
     CacheSubmit,
 )
+from msgcore.store.deferred import DueLater
 from msgcore.store.locks import LockHolder
 from msgcore.store.sqlite_rows import (
     HEAVY_ROWS,
@@ -97,14 +98,13 @@ may see ``running``."""
 
 
 class _Start:
-    """An attempt's ``running`` write: waiting until ``due`` (loop time; None: not
-    waiting), then queued (``op``, ``queued``) until it commits."""
+    """An attempt's ``running`` write: waiting (``SqliteStore._waiting``), then queued
+    (``op``, ``queued``) until it commits."""
 
-    __slots__ = ("due", "op", "params", "queued")
+    __slots__ = ("op", "params", "queued")
 
-    def __init__(self, params: dict[str, Any], due: float | None) -> None:
+    def __init__(self, params: dict[str, Any]) -> None:
         self.params = params
-        self.due = due
         self.op: Op[None] | None = None
         self.queued: asyncio.Future[None] | None = None
 
@@ -131,9 +131,8 @@ class SqliteStore(Store):
         # attempts whose ``running`` write is deferred or queued, not committed
         # (``_start_queued``)
         self._starting: dict[str, _Start] = {}
-        # One timer for every waiting start, not one per job (a timer costs more than
-        # the rest of a start): entries wait in ``_starting`` in the order they are due.
-        self._sweep: asyncio.TimerHandle | None = None
+        # the starts that wait START_AFTER before they are queued
+        self._waiting = DueLater(START_AFTER, self._send_start)
         # Commits on this connection do not change the ``data_version`` its waiting
         # readers poll, so every store object on one connection shares one signal.
         self._signal = _SIGNALS.setdefault(self._db, _FeedSignal())
@@ -380,14 +379,11 @@ class SqliteStore(Store):
             current = None if row is None else job_from_row(row)
             if current is not None and current.done:
                 return current
-        self._starting.pop(job_id, None)  # an earlier attempt's wait, if any, ends here
+        self._starting[job_id] = _Start(params)  # an earlier attempt's entry ends here
         if self._cancel_sees_claim(job_id):
-            loop = asyncio.get_running_loop()
-            self._starting[job_id] = _Start(params, loop.time() + START_AFTER)
-            if self._sweep is None:
-                self._sweep = loop.call_later(START_AFTER, self._send_due)
+            self._waiting.add(job_id)
         else:
-            self._starting[job_id] = _Start(params, None)
+            self._waiting.discard(job_id)
             self._send_start(job_id)
         if current is None:
             return new_record(
@@ -406,19 +402,6 @@ class SqliteStore(Store):
             started_at=now,
         )
 
-    def _send_due(self) -> None:
-        """Queue the ``running`` writes whose wait is over; wake again for the next."""
-        self._sweep = None
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        for job_id, start in list(self._starting.items()):
-            if start.due is None:
-                continue
-            if start.due > now:
-                self._sweep = loop.call_at(start.due, self._send_due)
-                return
-            self._send_start(job_id)
-
     def _send_start(self, job_id: str) -> asyncio.Future[None]:
         """Queue the ``running`` write of ``job_id``'s attempt (now, if it was waiting);
         the future of its commit."""
@@ -427,7 +410,7 @@ class SqliteStore(Store):
             return _done()
         if start.queued is not None:
             return start.queued
-        start.due = None
+        self._waiting.discard(job_id)
         params = start.params
         now = params["now"]
 
@@ -542,6 +525,7 @@ class SqliteStore(Store):
             # The attempt ended before its start write committed (a short handler):
             # this write records the start too, one statement instead of two. If the
             # start is running on the database thread right now, both are written.
+            self._waiting.discard(job_id)
             if starting.op is not None:
                 starting.op.fn = _skip
             begun = starting.params
