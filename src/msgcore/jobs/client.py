@@ -41,6 +41,7 @@ from msgcore.locks.lock import HeldLock, acquire
 from msgcore.router import PublisherHandle, Router
 from msgcore.settings import Settings, transport_of
 from msgcore.store import JobRecord, Store, store_for
+from msgcore.store.base import new_record
 from msgcore.store.cache import CacheStats, CacheSubmit, ClaimKind
 from msgcore.store.locks import LockHolder
 from msgcore.telemetry.instrument import channel_names, instrument
@@ -246,8 +247,7 @@ class Client:
         publisher = self._publisher(channel)
         now = time.time()
         records = [
-            JobRecord(job_id=job_id or new_message_id(), channel=channel, created_at=now)
-            for _, job_id in items
+            new_record(job_id or new_message_id(), channel, created_at=now) for _, job_id in items
         ]
         if not cache:
             headers = {**(headers or {}), HEADER_CACHE_BYPASS: "1"}
