@@ -330,14 +330,13 @@ class RedisStore(Store):
         return self._client
 
     async def _hashes(self, job_ids: Sequence[str]) -> list[dict[bytes, bytes]]:
-        """``HGETALL`` of each job, one pipeline per chunk; ``{}`` for a missing job."""
+        """``HGETALL`` of each job, one script call per chunk; ``{}`` for a missing job."""
         found: list[dict[bytes, bytes]] = []
         for chunk in _chunks(job_ids):
-            pipe = self._redis().pipeline(transaction=False)
-            for job_id in chunk:
-                pipe.hgetall(self._job(job_id))
+            keys = [self._job(job_id) for job_id in chunk]
             with self._errors():
-                found.extend(await pipe.execute())
+                flats = await scripts.GET_JOBS(self._redis(), keys)
+            found.extend(_pairs(flat) for flat in flats)
         return found
 
     async def _index_window(self, start: int, size: int, *, newest: bool) -> list[str]:

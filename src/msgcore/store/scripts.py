@@ -295,6 +295,20 @@ return 1
 """,
 )
 
+GET_JOBS = _script(
+    "store_get_jobs",
+    """
+-- KEYS: job hashes. Each one's HGETALL (an empty list: no such job), in order: one
+-- command and one reply, where a pipeline of HGETALLs is one command per job for the
+-- client to pack and parse.
+local found = {}
+for i = 1, #KEYS do
+  found[i] = redis.call('HGETALL', KEYS[i])
+end
+return found
+""",
+)
+
 DROP_STALE = _script(
     "store_drop_stale",
     """
