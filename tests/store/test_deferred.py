@@ -38,3 +38,18 @@ async def test_clear_forgets_every_key() -> None:
     due.add("b")  # usable again
     await asyncio.sleep(0.15)
     assert fired == ["b"]
+
+
+async def test_a_key_whose_call_fails_does_not_hold_up_the_next() -> None:
+    fired: list[str] = []
+
+    def fire(key: str) -> None:
+        if key == "bad":
+            raise RuntimeError("boom")
+        fired.append(key)
+
+    due = DueLater(0.05, fire)
+    due.add("bad")
+    due.add("good")
+    await asyncio.sleep(0.2)
+    assert fired == ["good"]

@@ -9,9 +9,12 @@ one timer walks the waiting keys, which are due in the order they were added.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 __all__ = ["DueLater"]
+
+logger = logging.getLogger("msgcore.jobs")
 
 
 class DueLater:
@@ -55,4 +58,7 @@ class DueLater:
                 self._timer = loop.call_at(due, self._sweep)
                 return
             del self._due[key]
-            self._fire(key)
+            try:
+                self._fire(key)
+            except Exception:  # the keys after it still come due
+                logger.exception("a deferred write for %s failed to start", key)
