@@ -23,7 +23,7 @@ from typing import Any, cast
 
 from msgcore.constants import HEADER_JOB_ID
 from msgcore.exceptions import StorageError
-from msgcore.sqlite.client.base import OutgoingMessage
+from msgcore.sqlite.client.base import OutgoingMessage, StoredMessage
 from msgcore.sqlite.client.connection import SqliteClient
 from msgcore.sqlite.publisher.producer import CAPTURED
 from msgcore.sqlite.subscriber.settlement import CURRENT_DELIVERY
@@ -365,22 +365,25 @@ class SqliteStore(Store):
         A commit of its own per start was a third of a short job's cost. The write is
         queued before the attempt's result and its message's ack, so it commits with
         them or before them, never after; a write still waiting when the result comes is
-        folded into the result's (one statement instead of two). When a cancel can see
-        that a worker has the job (``_cancel_sees_claim``), the write waits
-        ``START_AFTER`` first, so a short attempt writes its record once. A job terminal
-        at the read (cancelled, or done by an earlier delivery) is returned as it is; one
-        cancelled between the read and the write keeps its cancelled state (the write and
-        the result are refused).
+        folded into the result's (one statement instead of two). When the row being
+        handled is the job's message (``_job_message``), a cancel refuses the job once a
+        worker has claimed it, so the write waits ``START_AFTER`` first and a short
+        attempt writes its record once. On that message's first delivery no cancel can
+        have taken it and no earlier attempt can have finished it, so the record is not
+        read first either. A job terminal at the read (cancelled, or done by an earlier
+        delivery) is returned as it is; one cancelled between the read and the write keeps
+        its cancelled state (the write and the result are refused).
         """
         now = params["now"]
         current = None
-        if not self._first_delivery_of(job_id, params["attempt"]):
+        own = self._job_message(job_id)
+        if own is None or params["attempt"] != 1 or own.attempts != 1:
             row = await self._read(lambda sql: sql.row(q.GET_JOB, {"id": job_id, "now": now}))
             current = None if row is None else job_from_row(row)
             if current is not None and current.done:
                 return current
         self._starting[job_id] = _Start(params)  # an earlier attempt's entry ends here
-        if self._cancel_sees_claim(job_id):
+        if own is not None:
             self._waiting.add(job_id)
         else:
             self._waiting.discard(job_id)
@@ -430,25 +433,15 @@ class SqliteStore(Store):
         queued.add_done_callback(partial(self._started, start, job_id))
         return queued
 
-    def _cancel_sees_claim(self, job_id: str) -> bool:
-        """Is the row being handled, on the transport's own file, the job's message
-        (its ``correlation_id`` is the job id)? A cancel then refuses the job once a
-        worker has claimed the row, whatever its record says."""
+    def _job_message(self, job_id: str) -> StoredMessage | None:
+        """The row being handled, when it is on the transport's own file and is the job's
+        message (its ``correlation_id`` is the job id); else None."""
         if self._owned:
-            return False
+            return None
         delivery = CURRENT_DELIVERY.get()
-        return delivery is not None and delivery.correlation_id == job_id
-
-    def _first_delivery_of(self, job_id: str, attempt: int) -> bool:
-        """Is the row being handled, on the transport's own file, the first delivery of
-        the message ``Client.submit`` wrote with this job's record? Then no cancel can
-        have taken it (a cancel deletes the message while no worker has claimed it, and
-        refuses once one has) and no earlier attempt can have finished it: the record
-        need not be read before running."""
-        if attempt != 1 or not self._cancel_sees_claim(job_id):
-            return False
-        delivery = CURRENT_DELIVERY.get()
-        return delivery is not None and delivery.attempts == 1
+        if delivery is None or delivery.correlation_id != job_id:
+            return None
+        return delivery
 
     def _started(self, start: _Start, job_id: str, done: asyncio.Future[None]) -> None:
         if self._starting.get(job_id) is start:
