@@ -140,5 +140,8 @@ def test_declaration_errors() -> None:
         router.subscriber("x", max_workers=0)
     with pytest.raises(ConfigurationError, match="channel"):
         router.subscriber("")
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ConfigurationError, match="prefetch must be"):
+            router.subscriber("x", prefetch=bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match=r"msgcore\.Router"):
         router.include_router(object())  # type: ignore[arg-type]

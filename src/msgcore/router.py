@@ -40,6 +40,8 @@ class SubscriberDeclaration:
     call: Callable[..., Any]
     group: str | None = None
     max_workers: int = 1
+    prefetch: int | None = None
+    """Messages held beyond the free handler slots (None: the transport's default)."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     lease_seconds: float = 30.0
     no_reply: bool = False
@@ -226,6 +228,7 @@ class Router:
         *,
         group: str | None = None,
         max_workers: int = 1,
+        prefetch: int | None = None,
         max_attempts: int | None = None,
         retry: RetryPolicy | None = None,
         lease_seconds: float = 30.0,
@@ -243,6 +246,13 @@ class Router:
             group: Consumer group. Every group gets every message; workers of one group
                 (in any process) compete. Default: the group ``"default"``.
             max_workers: Handlers running at once for this subscriber in one process.
+            prefetch: Messages one worker takes ahead, beyond its free handler slots: it
+                holds at most ``max_workers + prefetch`` at a time. ``0`` takes a
+                message only when a handler can start it, so long jobs spread over all
+                workers and a queued job stays cancellable until a handler starts it.
+                Default (None): the transport's read-ahead, for throughput (SQLite and
+                Redis ``max(16, 2 * max_workers)``, RabbitMQ ``MSGCORE_RABBIT__PREFETCH``
+                deliveries).
             max_attempts: Deliveries before a failing message is dead-lettered (5).
             retry: Backoff between attempts (``RetryPolicy``); carries max_attempts too.
             lease_seconds: How long a worker may go silent before its message is given
@@ -258,6 +268,12 @@ class Router:
             raise ConfigurationError("A subscriber needs a channel: @router.subscriber('orders')")
         if max_workers < 1:
             raise ConfigurationError(f"max_workers must be at least 1, got {max_workers}")
+        if prefetch is not None and (
+            isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0
+        ):
+            raise ConfigurationError(
+                f"prefetch must be a whole number of messages, 0 or more, got {prefetch!r}"
+            )
         if retry is not None and max_attempts is not None and retry.max_attempts != max_attempts:
             raise ConfigurationError(
                 f"max_attempts={max_attempts} contradicts retry.max_attempts="
@@ -286,6 +302,7 @@ class Router:
                 call=func,
                 group=group,
                 max_workers=max_workers,
+                prefetch=prefetch,
                 retry=policy,
                 lease_seconds=lease_seconds,
                 no_reply=no_reply,

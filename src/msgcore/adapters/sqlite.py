@@ -104,6 +104,7 @@ class SqliteAdapter(TransportAdapter):
             sqlite_queue(channel),
             group=decl.group,
             max_workers=decl.max_workers,
+            prefetch=decl.prefetch,
             lease_seconds=decl.lease_seconds,
             retry=decl.retry,
             **decl.endpoint_options,

@@ -189,7 +189,12 @@ class RabbitAdapter(TransportAdapter):
             exchange=self.settings.rabbit.exchange,
             retry=decl.retry,
             max_workers=decl.max_workers,
-            prefetch=self.settings.rabbit.prefetch,
+            # the channel's QoS counts the deliveries being handled too
+            prefetch=(
+                self.settings.rabbit.prefetch
+                if decl.prefetch is None
+                else decl.max_workers + decl.prefetch
+            ),
             lease_seconds=decl.lease_seconds,
         )
         subscriber = create_group_subscriber(

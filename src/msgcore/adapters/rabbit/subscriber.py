@@ -79,8 +79,9 @@ def _record_error(msg: Any, exc: BaseException) -> None:
 class MsgcoreRabbitSubscriber(RabbitSubscriber):
     """Consumes a group's quorum queue with msgcore's settlement.
 
-    - at most ``max_workers`` handlers at once; up to ``prefetch`` more deliveries wait
-      in this process (the channel's QoS);
+    - at most ``max_workers`` handlers at once, and ``prefetch`` deliveries unsettled
+      in this process, running ones included (the channel's QoS; at least
+      ``max_workers``);
     - a failure is retried after the backoff through a wait queue, for this group
       only; after ``max_attempts`` (or at once for an invalid payload, a reject) the
       message moves to the group's dead-letter queue;

@@ -46,6 +46,7 @@ _HANDLED = frozenset(
         "call",
         "group",
         "max_workers",
+        "prefetch",
         "retry",
         "lease_seconds",
         "no_reply",
@@ -262,13 +263,19 @@ class RedisAdapter(TransportAdapter):
                 polling_interval=redis.polling_interval_ms,
                 # Read ahead like SQLite's prefetch: enough to keep the workers busy,
                 # few enough that other workers of the group still get a share.
-                max_records=max(16, 2 * decl.max_workers),
+                max_records=(
+                    max(16, 2 * decl.max_workers)
+                    if decl.prefetch is None
+                    else decl.max_workers + decl.prefetch
+                ),
             ),
             options=DeliveryOptions(
                 keys=keys,
                 retry=decl.retry,
                 lease_seconds=decl.lease_seconds,
                 maxlen=redis.maxlen,
+                max_workers=decl.max_workers,
+                prefetch=decl.prefetch,
             ),
             max_workers=decl.max_workers,
             **decl.endpoint_options,

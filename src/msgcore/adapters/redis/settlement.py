@@ -168,6 +168,11 @@ class Settlement:
     def held(self) -> list[Delivery]:
         return list(self._held.values())
 
+    @property
+    def holding(self) -> int:
+        """Entries read and not settled yet (running, or waiting for a handler)."""
+        return len(self._held)
+
     def _take(self, delivery: Delivery) -> bool:
         """Mark ``delivery`` settled by this call; False if something settled it before."""
         if delivery.settled:

@@ -68,6 +68,10 @@ class DeliveryOptions:
     lease_seconds: float
     maxlen: int | None
     """Cap of the channel's stream, applied when delayed messages are moved into it."""
+    max_workers: int = 1
+    prefetch: int | None = None
+    """Entries held beyond the free handler slots (None: one read of ``max_records``
+    whenever the reader is free, FastStream's way)."""
 
 
 def _record_error(msg: Any, exc: BaseException) -> None:
@@ -97,6 +101,8 @@ class MsgcoreStreamSubscriber(StreamSubscriber):
         self._started = False
         self._prefixed: tuple[str, StreamSub] | None = None
         self._recording = ErrorRecording(_record_error)
+        self._freed = asyncio.Event()
+        """Set when a held entry is settled: a reader waiting for room looks again."""
 
     @property
     def stream_sub(self) -> StreamSub:
@@ -249,6 +255,10 @@ class MsgcoreStreamSubscriber(StreamSubscriber):
         stream = self.stream_sub
         assert stream.group is not None
         assert stream.consumer is not None
+        if self.options.prefetch is not None:
+            count = await self._room(settlement)
+            if not self.running:
+                return cast("ReadResponse", ())
         client: Redis = self._client
         response: Any = await client.xreadgroup(
             groupname=stream.group,
@@ -260,6 +270,25 @@ class MsgcoreStreamSubscriber(StreamSubscriber):
         for name, entries in response or ():
             settlement.hold(name.decode() if isinstance(name, bytes) else name, entries)
         return cast("ReadResponse", response or ())
+
+    async def _room(self, settlement: Settlement) -> int:
+        """Entries to read now: free handler slots plus ``prefetch``, so that this
+        consumer holds at most ``max_workers + prefetch``. With no room it waits for a
+        handler to finish: an entry nobody read stays in the stream, for another
+        worker or a cancel. (The retry stream is read beside the channel's: COUNT
+        applies to each, so a read may bring one retried entry more.)"""
+        limit = self.options.max_workers + (self.options.prefetch or 0)
+        while self.running:
+            room = limit - settlement.holding
+            if room > 0:
+                return room
+            self._freed.clear()
+            # settled entries set the event; the timeout also catches a release or a
+            # reclaim that shrank what is held
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.stream_sub.polling_interval / 1000):
+                    await self._freed.wait()
+        return 1
 
     @override
     async def consume(self, msg: Any) -> Any:
@@ -306,6 +335,7 @@ class MsgcoreStreamSubscriber(StreamSubscriber):
                 # Settled, or settling failed (Redis unreachable): either way stop
                 # renewing it, so that an unsettled entry is reclaimed after its lease.
                 settlement.forget(delivery)
+                self._freed.set()
 
 
 class MsgcoreConcurrentStreamSubscriber(ConcurrentMixin[Any], MsgcoreStreamSubscriber):

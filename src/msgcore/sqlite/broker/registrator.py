@@ -70,8 +70,11 @@ class SqliteRegistrator(Registrator[StoredMessage, SqliteBrokerConfig]):
                 subscribers of one group (in any process) compete for them. Without
                 a group, subscribers share the ``"default"`` group.
             max_workers: Handlers of this subscriber running at once in this process.
-            prefetch: Rows claimed per round trip (default ``max(16, 2*max_workers)``);
-                claimed rows are leased to this process until handled.
+            prefetch: Rows claimed beyond the free handler slots (default
+                ``max(16, 2*max_workers)``): the worker holds at most
+                ``max_workers + prefetch`` rows, leased to this process until handled.
+                ``0`` claims a row only when a handler can start it (long jobs spread
+                over the workers; a queued job stays cancellable).
             lease_seconds: How long a claim lasts without renewal. A heartbeat renews
                 it every third of this while the handler runs; a worker that dies
                 (or freezes) loses its rows to other workers after this long.

@@ -37,6 +37,8 @@ def create_subscriber(
         raise ValueError("A SQLite subscriber needs a queue name: @broker.subscriber('orders')")
     if max_workers < 1:
         raise ValueError(f"max_workers must be at least 1, got {max_workers}")
+    if prefetch is not None and prefetch < 0:
+        raise ValueError(f"prefetch must be 0 or more, got {prefetch}")
     if lease_seconds <= 0:
         raise ValueError(f"lease_seconds must be positive, got {lease_seconds}")
     subscriber_config = SqliteSubscriberConfig(

@@ -194,12 +194,15 @@ class SqliteSubscriber(SubscriberUsecase[StoredMessage]):
                         await notifier.wait(event, _seconds_until(next_due))
                         if not self.running:
                             break
+                    limit = await self._room()
+                    if not self.running:
+                        break
                     event.clear()
                     try:
                         claim = await transport.claim(
                             self.queue,
                             self.group,
-                            limit=self.prefetch,
+                            limit=limit,
                             lease_seconds=self.lease_seconds,
                             worker_id=self._outer_config.worker_id,
                         )
@@ -242,6 +245,17 @@ class SqliteSubscriber(SubscriberUsecase[StoredMessage]):
             self._buffer.clear()
             if leftovers:
                 await asyncio.shield(settlement.release(leftovers, started=False))
+
+    async def _room(self) -> int:
+        """Rows to claim now: free handler slots plus ``prefetch``, so that this worker
+        holds at most ``max_workers + prefetch`` rows. With no room (``prefetch=0`` and
+        every slot busy) it waits for a handler to finish: a row nobody holds stays
+        with the queue, for another worker or a cancel."""
+        while True:
+            room = self.max_workers - len(self._handlers) + self.prefetch
+            if room > 0 or not self._handlers or not self.running:
+                return max(room, 1)
+            await asyncio.wait(set(self._handlers), return_when=asyncio.FIRST_COMPLETED)
 
     async def _consume_one(self, msg: StoredMessage) -> None:
         try:
