@@ -1,7 +1,7 @@
 """What job tracking costs: submit + completion against bare publish, per transport.
 
     python bench/jobs.py [--n 2000] [--rounds 3] [--only sqlite,redis,rabbit]
-                         [--loop uvloop|asyncio] [--max-workers 1]
+                         [--loop uvloop|asyncio] [--max-workers 1] [--prefetch N]
 
 Both sides run the same ``msgcore.Router`` handler in one worker (same process, one
 consumer group, per-message logs off) and send N messages one by one from one task:
@@ -61,9 +61,10 @@ class _Seen:
             self.done.set()
 
 
-RUN: dict[str, Any] = {"max_workers": 1, "loop": "uvloop", "process": False}
-"""Handlers at once in the worker (``--max-workers``), the same on both sides; the loop;
-whether the worker runs in a process of its own (``--worker process``)."""
+RUN: dict[str, Any] = {"max_workers": 1, "prefetch": None, "loop": "uvloop", "process": False}
+"""Handlers at once in the worker (``--max-workers``) and its read-ahead (``--prefetch``),
+the same on both sides; the loop; whether the worker runs in a process of its own
+(``--worker process``)."""
 
 
 @asynccontextmanager
@@ -76,7 +77,9 @@ async def _worker(
         return
     router = Router()
 
-    @router.subscriber(channel, group="bench", max_workers=RUN["max_workers"])
+    @router.subscriber(
+        channel, group="bench", max_workers=RUN["max_workers"], prefetch=RUN["prefetch"]
+    )
     async def handle(n: int) -> int:
         if seen is not None:
             seen.hit()
@@ -101,6 +104,8 @@ async def _worker_process(
         *("--transport", transport, "--workdir", str(tmp), "--tag", tag, "--channel", channel),
         *("--max-workers", str(RUN["max_workers"]), "--loop", RUN["loop"]),
     ]
+    if RUN["prefetch"] is not None:
+        args += ["--prefetch", str(RUN["prefetch"])]
     if seen is None:
         args.append("--track")
     else:
@@ -183,11 +188,17 @@ async def jobs(transport: str, n: int, tmp: Path, *, many: bool = False) -> tupl
 
 
 async def main(args: argparse.Namespace) -> None:
-    RUN.update(max_workers=args.max_workers, loop=args.loop, process=args.worker == "process")
+    RUN.update(
+        max_workers=args.max_workers,
+        prefetch=args.prefetch,
+        loop=args.loop,
+        process=args.worker == "process",
+    )
     console = Console()
     table = Table(
         title=f"job tracking cost (N={args.n}, {args.rounds} rounds, loop={args.loop}, "
-        f"max_workers={args.max_workers}, worker in {args.worker}, per-message logs off)"
+        f"max_workers={args.max_workers}, prefetch={args.prefetch}, worker in {args.worker}, "
+        "per-message logs off)"
     )
     for col in (
         "transport",
@@ -243,6 +254,9 @@ if __name__ == "__main__":
     parser.add_argument("--only", default="sqlite,redis,rabbit")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--max-workers", type=int, default=1)
+    parser.add_argument(
+        "--prefetch", type=int, default=None, help="Router.subscriber(prefetch=...)"
+    )
     parser.add_argument(
         "--worker",
         choices=("same", "process"),

@@ -34,7 +34,9 @@ async def serve(args: argparse.Namespace) -> None:
     router = Router()
     seen = 0
 
-    @router.subscriber(args.channel, group="bench", max_workers=args.max_workers)
+    @router.subscriber(
+        args.channel, group="bench", max_workers=args.max_workers, prefetch=args.prefetch
+    )
     async def handle(n: int) -> int:
         nonlocal seen
         if not args.track:
@@ -66,5 +68,6 @@ if __name__ == "__main__":
     parser.add_argument("--track", action="store_true")
     parser.add_argument("--expect", type=int, default=0)
     parser.add_argument("--max-workers", type=int, default=1)
+    parser.add_argument("--prefetch", type=int, default=None)
     parser.add_argument("--loop", default=loops.default_loop(), choices=loops.LOOPS)
     run_loop(serve, parser.parse_args())
