@@ -106,6 +106,23 @@ class Sink:
         return self.items
 
 
+class Gauge:
+    """Handlers running at once: ``with gauge:`` around a handler's work; ``peak`` is the
+    most seen together."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.peak = 0
+
+    def __enter__(self) -> Gauge:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.now -= 1
+
+
 # -- the transport fixture ------------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from msgcore import Message, RequestTimeoutError, RetryPolicy, Router, telemetry
 
-from .harness import Sink, Transport
+from .harness import Gauge, Sink, Transport
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 # Time the transports may add to a backoff or delay (polling, scheduling, a busy CI box).
@@ -185,21 +185,18 @@ async def test_publish_before_any_group_exists_reaches_the_first_group(
 async def test_max_workers_run_handlers_concurrently(transport: Transport, unique: str) -> None:
     router = Router(prefix=f"{unique}.")
     jobs = router.publisher("jobs")
-    running, peak, done = 0, 0, Sink()
+    gauge, done = Gauge(), Sink()
     all_in = asyncio.Event()
 
     @router.subscriber("jobs", max_workers=4)
     async def work(n: int) -> None:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        if running == 4:
-            all_in.set()
-        # each handler holds its slot until four run at once (or a second passes)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(1.0):
-                await all_in.wait()
-        running -= 1
+        with gauge:
+            if gauge.now == 4:
+                all_in.set()
+            # each handler holds its slot until four run at once (or a second passes)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await all_in.wait()
         done.add(n)
 
     async with transport.run(transport.broker(router)):
@@ -207,7 +204,7 @@ async def test_max_workers_run_handlers_concurrently(transport: Transport, uniqu
             await jobs.publish(n)
         await done.wait(8)
 
-    assert peak == 4, f"at most {peak} handlers ran at once with max_workers=4"
+    assert gauge.peak == 4, f"at most {gauge.peak} handlers ran at once with max_workers=4"
     assert sorted(done.items) == list(range(8))
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from msgcore import JobStatus, Router
 
-from .harness import Sink, Transport, running
+from .harness import Gauge, Sink, Transport, running
 
 pytestmark = pytest.mark.real_only
 
@@ -92,19 +92,16 @@ async def test_a_small_prefetch_bounds_what_a_worker_holds_not_what_it_handles(
     router = Router(prefix=f"{unique}.")
     jobs = router.publisher("jobs")
 
-    running, peak = 0, 0
+    gauge = Gauge()
 
     @router.subscriber("jobs", max_workers=2, prefetch=1)
     async def work(n: int) -> None:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        await asyncio.sleep(0.01)
-        running -= 1
+        with gauge:
+            await asyncio.sleep(0.01)
         done.add(n)
 
     async with transport.run(transport.broker(router)):
         await asyncio.gather(*(jobs.publish(n) for n in range(30)))
         items = await done.wait(30)
     assert sorted(items) == list(range(30))
-    assert peak == 2
+    assert gauge.peak == 2
