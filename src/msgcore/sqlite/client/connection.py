@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import secrets
 import sqlite3
@@ -33,12 +34,17 @@ from .headers import decode_headers, encode_headers
 
 T = TypeVar("T")
 
+logger = logging.getLogger("msgcore.sqlite")
+
 # Batches above this many rows are written on the worker thread: the event loop must
 # not stall for milliseconds.
 _INLINE_MAX_ROWS = 64
 # Write transactions between WAL checkpoints (auto-checkpointing is off: it would
 # fsync on the event-loop thread).
 _CHECKPOINT_EVERY = 256
+# A PASSIVE checkpoint never waits: a lock it cannot take now leaves the frames for the
+# next one.
+_CHECKPOINT_BUSY_TIMEOUT = 0.0
 _WriteOp = Callable[[sqlite3.Connection], Any]
 
 
@@ -148,6 +154,8 @@ class SqliteClient(QueueTransport):
         self._threaded = 0
         self._commits = 0
         self._checkpoint: asyncio.Future[None] | None = None
+        self._checkpointer: sqlite3.Connection | None = None
+        """A connection of its own for WAL checkpoints (see ``_wal_checkpoint``)."""
         self._heavy: set[_WriteOp] = set()
         self._conn: aiosqlite.Connection | None = None
         self._pending: list[tuple[_WriteOp, asyncio.Future[Any]]] = []
@@ -264,6 +272,9 @@ class SqliteClient(QueueTransport):
     async def close(self) -> None:
         if self._checkpoint is not None:
             await asyncio.gather(self._checkpoint, return_exceptions=True)
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
         if self._writer is not None:
             # Let queued settlements commit: dropping an ack here would redeliver.
             await asyncio.gather(self._writer, return_exceptions=True)
@@ -342,9 +353,30 @@ class SqliteClient(QueueTransport):
             self._checkpoint = asyncio.ensure_future(self._wal_checkpoint())
 
     async def _wal_checkpoint(self) -> None:
-        # PASSIVE never waits for other connections; it copies what it can.
-        with contextlib.suppress(StorageError):
-            await self._run(lambda c: c.execute(q.WAL_CHECKPOINT).fetchall(), heavy=True)
+        """Copy the WAL into the database file, on a connection and thread of their own.
+
+        A checkpoint takes milliseconds (it copies pages and fsyncs) and takes no lock
+        that writers wait for. Run on the transport's connection it held that
+        connection's thread, and every transaction behind it waited, the loop's inline
+        ones included: a stall of the whole worker every ``_CHECKPOINT_EVERY`` commits.
+        """
+        try:
+            await asyncio.to_thread(self._checkpoint_now)
+        except (sqlite3.Error, OSError, RuntimeError) as exc:  # the next one copies the rest
+            logger.debug("WAL checkpoint of %s skipped: %s", self.path, exc)
+
+    def _checkpoint_now(self) -> None:
+        conn = self._checkpointer
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=_CHECKPOINT_BUSY_TIMEOUT,
+                isolation_level=None,
+                check_same_thread=False,  # one checkpoint at a time, on any pool thread
+            )
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._checkpointer = conn
+        conn.execute(q.WAL_CHECKPOINT).fetchall()
 
     def _write(self, op: _WriteOp) -> asyncio.Future[Any]:
         """Queue a write for the next group commit."""
