@@ -21,7 +21,7 @@ from msgcore import Client, Router, Settings, create_broker
 from msgcore.constants import JOBS_TABLE
 from msgcore.sqlite.client import connection
 from msgcore.sqlite.client import queries as q
-from msgcore.store.queries import RELEASE_LOCK
+from msgcore.store.queries import INSERT_JOB, RELEASE_LOCK
 
 T = TypeVar("T")
 
@@ -117,3 +117,37 @@ async def test_a_locked_handlers_release_and_ack_share_a_transaction(
     assert sum(releases(tx) for tx in with_releases) == 20
     for tx in with_releases:
         assert _acks(tx) >= releases(tx), tx
+
+
+async def test_a_client_on_a_workers_broker_shares_its_connection(
+    db_url: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Client(broker=...)`` inside a service on the same file writes through the
+    worker's connection: each submit's record and message commit together, and no
+    second writer opens."""
+    router = Router(prefix=f"{unique}.")
+
+    @router.subscriber("square")
+    async def square(n: int) -> int:
+        return n * n
+
+    settings = Settings(url=db_url, log_messages=False)
+    broker = create_broker(router, settings=settings)
+    async with broker:
+        await broker.start()
+        transactions = _record_transactions(monkeypatch)
+        async with Client(settings=settings, broker=broker) as client:
+            assert client.store.shares_transport_writer
+            jobs = [await client.submit(f"{unique}.square", n) for n in range(10)]
+            done = await client.wait(jobs, timeout=30)
+            assert sorted(job.outcome() for job in done.completed) == [n * n for n in range(10)]
+        await broker.msgcore_jobs.close()
+
+    def count(tx: list[str], statement: str) -> int:
+        head = statement.split("(", maxsplit=1)[0].split()
+        return sum(s.split()[: len(head)] == head for s in tx)
+
+    submits = [tx for tx in transactions if count(tx, INSERT_JOB)]
+    assert sum(count(tx, INSERT_JOB) for tx in submits) == 10, transactions
+    for tx in submits:
+        assert count(tx, q.INSERT_MESSAGE) == count(tx, INSERT_JOB), tx

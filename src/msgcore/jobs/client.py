@@ -81,7 +81,9 @@ class Client:
     ) -> None:
         """``broker``: publish through this (connected) broker instead of connecting one
         of the client's own, e.g. inside a service or under ``msgcore.testing.TestClient``;
-        the client then neither connects nor stops it."""
+        the client then neither connects nor stops it. A running SQLite broker of the
+        same file also lends the client its connection: one writer in the process, and
+        a job's record commits with its message."""
         base = settings or Settings()
         update: dict[str, Any] = {}
         if url is not None:
@@ -119,9 +121,12 @@ class Client:
                 telemetry = getattr(broker, "msgcore_telemetry", None)
             if telemetry is not None:
                 self._tracer = telemetry.tracer_provider.get_tracer("msgcore")
-            # a broker the client connected itself may share its connection with the
-            # store; a given one may be a test double that runs handlers inline
-            store = store_for(self.settings, broker=broker if owned else None)
+            # A broker the client connected itself may share its connection with the
+            # store. A given one may be a test double that runs handlers inline: only a
+            # SQLite broker is asked, whose connection store_for uses only when it is
+            # a live one to the same file (a worker's, inside a service).
+            shared = owned or self.settings.transport == "sqlite"
+            store = store_for(self.settings, broker=broker if shared else None)
             await store.open()
         except BaseException:
             if owned:
