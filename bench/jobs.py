@@ -2,6 +2,7 @@
 
     python bench/jobs.py [--n 2000] [--rounds 3] [--only sqlite,redis,rabbit]
                          [--loop uvloop|asyncio] [--max-workers 1] [--prefetch N]
+                         [--worker same|process] [--client own|broker]
 
 Both sides run the same ``msgcore.Router`` handler in one worker (same process, one
 consumer group, per-message logs off) and send N messages one by one from one task:
@@ -15,6 +16,12 @@ consumer group, per-message logs off) and send N messages one by one from one ta
 The same again in batches of 500 (``asyncio.gather`` of 500 publishes against
 ``submit_many(batch_size=500)``), and the store queries the waiting client made per job
 per second of waiting. The time ratio is jobs time over bare time (1.00x: free).
+
+The client connects a broker of its own (a second SQLite connection, AMQP connection or
+Redis pool, as a separate process would have), or with ``--client broker`` submits
+through the worker's, as the bare publishes do (``Client(broker=...)`` inside a service;
+on SQLite it then shares the worker's connection). ``--worker process`` runs the worker
+in a process of its own.
 """
 
 from __future__ import annotations
@@ -61,16 +68,24 @@ class _Seen:
             self.done.set()
 
 
-RUN: dict[str, Any] = {"max_workers": 1, "prefetch": None, "loop": "uvloop", "process": False}
+RUN: dict[str, Any] = {
+    "max_workers": 1,
+    "prefetch": None,
+    "loop": "uvloop",
+    "process": False,
+    "client": "own",
+}
 """Handlers at once in the worker (``--max-workers``) and its read-ahead (``--prefetch``),
 the same on both sides; the loop; whether the worker runs in a process of its own
-(``--worker process``)."""
+(``--worker process``); whether the client connects a broker of its own or submits
+through the worker's (``--client broker``, as bare publishes do)."""
 
 
 @asynccontextmanager
 async def _worker(
     settings: Settings, seen: _Seen | None, channel: str
-) -> AsyncIterator[tuple[Any, str]]:
+) -> AsyncIterator[tuple[Any, str, Any]]:
+    """(publisher of the channel, channel, the broker it publishes through)."""
     if RUN["process"]:
         async with _worker_process(settings, seen, channel) as running:
             yield running
@@ -89,13 +104,13 @@ async def _worker(
     broker = create_broker(router, settings=settings)
     async with broker:
         await broker.start()
-        yield publisher, channel
+        yield publisher, channel, broker
 
 
 @asynccontextmanager
 async def _worker_process(
     settings: Settings, seen: _Seen | None, channel: str
-) -> AsyncIterator[tuple[Any, str]]:
+) -> AsyncIterator[tuple[Any, str, Any]]:
     """The worker in a process of its own (bench/apps/jobs_worker.py), as deployed: the
     client's and the worker's Python then run on separate cores. Bare publishes go
     through a broker of this process that only publishes."""
@@ -118,7 +133,7 @@ async def _worker_process(
             broker = create_broker(router, settings=settings)
             async with broker:
                 await broker.start()
-                yield publisher, channel
+                yield publisher, channel, broker
         finally:
             if watcher is not None:
                 watcher.cancel()
@@ -143,7 +158,7 @@ async def bare(transport: str, n: int, tmp: Path, *, many: bool = False) -> floa
     settings = settings_for(transport, tmp, tag, track=False)
     seen = _Seen(n + 1)
     try:
-        async with _worker(settings, seen, f"bench.{tag}") as (publisher, _):
+        async with _worker(settings, seen, f"bench.{tag}") as (publisher, _, _):
             await publisher.publish(-1)  # warm-up
             await asyncio.wait_for(seen.first.wait(), 60)
             started = time.perf_counter()
@@ -166,25 +181,30 @@ async def jobs(transport: str, n: int, tmp: Path, *, many: bool = False) -> tupl
     tag = f"bj{uuid.uuid4().hex[:6]}"
     settings = settings_for(transport, tmp, tag, track=True)
     try:
-        async with (
-            _worker(settings, None, f"bench.{tag}") as (_, channel),
-            Client(settings=settings) as client,
-        ):
-            await (await client.submit(channel, -1)).result(timeout=60)  # warm-up
-            started = time.perf_counter()
-            if many:
-                handles = await client.submit_many(channel, range(n), batch_size=BATCH)
-            else:
-                handles = [await client.submit(channel, i) for i in range(n)]
-            queries_before, waited_from = client.store.queries, time.perf_counter()
-            result = await client.wait(handles, timeout=300)
-            elapsed = time.perf_counter() - started
-            waited = max(time.perf_counter() - waited_from, 1e-3)
-            queries = client.store.queries - queries_before
-            assert len(result.completed) == n, result.counts()
-            return n / elapsed, queries / n / waited
+        async with _worker(settings, None, f"bench.{tag}") as (_, channel, broker):
+            given = broker if RUN["client"] == "broker" else None
+            async with Client(settings=settings, broker=given) as client:
+                return await _submit_and_wait(client, channel, n, many=many)
     finally:
         await cleanup(settings, tag, {f"bench.{tag}"}, group="bench")
+
+
+async def _submit_and_wait(
+    client: Client, channel: str, n: int, *, many: bool
+) -> tuple[float, float]:
+    await (await client.submit(channel, -1)).result(timeout=60)  # warm-up
+    started = time.perf_counter()
+    if many:
+        handles = await client.submit_many(channel, range(n), batch_size=BATCH)
+    else:
+        handles = [await client.submit(channel, i) for i in range(n)]
+    queries_before, waited_from = client.store.queries, time.perf_counter()
+    result = await client.wait(handles, timeout=300)
+    elapsed = time.perf_counter() - started
+    waited = max(time.perf_counter() - waited_from, 1e-3)
+    queries = client.store.queries - queries_before
+    assert len(result.completed) == n, result.counts()
+    return n / elapsed, queries / n / waited
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -193,11 +213,13 @@ async def main(args: argparse.Namespace) -> None:
         prefetch=args.prefetch,
         loop=args.loop,
         process=args.worker == "process",
+        client=args.client,
     )
     console = Console()
     table = Table(
         title=f"job tracking cost (N={args.n}, {args.rounds} rounds, loop={args.loop}, "
         f"max_workers={args.max_workers}, prefetch={args.prefetch}, worker in {args.worker}, "
+        f"client on {'the worker' if args.client == 'broker' else 'its own'} broker, "
         "per-message logs off)"
     )
     for col in (
@@ -262,6 +284,13 @@ if __name__ == "__main__":
         choices=("same", "process"),
         default="same",
         help="the worker in the benchmark's process (default) or a process of its own",
+    )
+    parser.add_argument(
+        "--client",
+        choices=("own", "broker"),
+        default="own",
+        help="the client connects its own broker (default) or submits through the worker's "
+        "(Client(broker=...), as the bare publishes go)",
     )
     parsed = parser.parse_args()
     run_loop(main, parsed)
