@@ -355,10 +355,11 @@ class SqliteClient(QueueTransport):
     async def _wal_checkpoint(self) -> None:
         """Copy the WAL into the database file, on a connection and thread of their own.
 
-        A checkpoint takes milliseconds (it copies pages and fsyncs) and takes no lock
-        that writers wait for. Run on the transport's connection it held that
-        connection's thread, and every transaction behind it waited, the loop's inline
-        ones included: a stall of the whole worker every ``_CHECKPOINT_EVERY`` commits.
+        The copy takes milliseconds (pages and an fsync) and takes no lock that writers
+        wait for. Run on the transport's connection it held that connection's thread,
+        and every transaction behind it waited, the loop's inline ones included: a stall
+        of the whole worker every ``_CHECKPOINT_EVERY`` commits. Only the short second
+        step (``_checkpoint_now``) holds the write lock.
         """
         try:
             await asyncio.to_thread(self._checkpoint_now)
@@ -377,6 +378,12 @@ class SqliteClient(QueueTransport):
             conn.execute("PRAGMA synchronous=NORMAL")
             self._checkpointer = conn
         conn.execute(q.WAL_CHECKPOINT).fetchall()
+        # Frames committed during that copy keep the WAL from being rewound, and under a
+        # steady stream of commits it would then grow without end. So copy those few
+        # with the write lock held, which lets the next writer start the WAL over. Not
+        # waited for: while a transaction holds the lock this is a PASSIVE copy again,
+        # and the next checkpoint tries once more.
+        conn.execute(q.WAL_CHECKPOINT_RESTART).fetchall()
 
     def _write(self, op: _WriteOp) -> asyncio.Future[Any]:
         """Queue a write for the next group commit."""

@@ -30,6 +30,9 @@ PRAGMAS: Final = (
     "PRAGMA synchronous=NORMAL",
     # checkpoints run from SqliteClient on the worker thread instead
     "PRAGMA wal_autocheckpoint=0",
+    # the WAL file shrinks back to this when it starts over after a spell of missed
+    # rewinds (see SqliteClient._checkpoint_now)
+    "PRAGMA journal_size_limit=16777216",
     "PRAGMA foreign_keys=OFF",
     "PRAGMA temp_store=MEMORY",
 )
@@ -210,6 +213,7 @@ SELECT COUNT(*) FROM {MSGS} WHERE queue = ? AND (? IS NULL OR grp = ?)
 
 DATA_VERSION: Final = "PRAGMA data_version"
 WAL_CHECKPOINT: Final = "PRAGMA wal_checkpoint(PASSIVE)"
+WAL_CHECKPOINT_RESTART: Final = "PRAGMA wal_checkpoint(RESTART)"
 
 # -- operations (msgcore.ops): what an operator sees and does from another process -------
 # A row is *waiting* when claimable (``visible_at <= now``, an expired lease included),
