@@ -3,8 +3,8 @@
 With ``prefetch=0`` a worker takes a message only when a handler can start it: long
 jobs spread over every worker of the group, and a job waiting in the queue stays
 cancellable until a handler starts it (on SQLite and Redis a cancel refuses a message
-some worker holds). Real transports only: FastStream's in-memory brokers run handlers
-inline, with no read-ahead to bound.
+some worker holds). The bounds are checked on the real transports only: FastStream's
+in-memory brokers run handlers inline, with no read-ahead to bound.
 """
 
 from __future__ import annotations
@@ -17,9 +17,26 @@ from msgcore import JobStatus, Router
 
 from .harness import Gauge, Sink, Transport, running
 
-pytestmark = pytest.mark.real_only
+
+async def test_a_prefetch_declaration_runs_on_every_transport(
+    transport: Transport, unique: str
+) -> None:
+    router = Router(prefix=f"{unique}.")
+    jobs = router.publisher("jobs")
+    done = Sink()
+
+    @router.subscriber("jobs", max_workers=2, prefetch=0)
+    async def work(n: int) -> int:
+        done.add(n)
+        return n
+
+    async with transport.run(transport.broker(router)):
+        for n in range(3):
+            await jobs.publish(n)
+        assert sorted(await done.wait(3)) == [0, 1, 2]
 
 
+@pytest.mark.real_only
 async def test_prefetch_zero_lets_short_jobs_pass_a_long_one(
     transport: Transport, unique: str
 ) -> None:
@@ -51,6 +68,7 @@ async def test_prefetch_zero_lets_short_jobs_pass_a_long_one(
     assert [seconds for _, seconds in items] == [0.05] * 5 + [1.5], items
 
 
+@pytest.mark.real_only
 @pytest.mark.parametrize("max_workers", [1, 2])
 async def test_prefetch_zero_keeps_queued_jobs_cancellable(
     transport: Transport, store_url: str | None, unique: str, max_workers: int
@@ -83,6 +101,7 @@ async def test_prefetch_zero_keeps_queued_jobs_cancellable(
     assert sorted(began.items) == list(range(max_workers))
 
 
+@pytest.mark.real_only
 async def test_a_small_prefetch_bounds_what_a_worker_holds_not_what_it_handles(
     transport: Transport, unique: str
 ) -> None:
