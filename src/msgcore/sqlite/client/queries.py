@@ -28,7 +28,7 @@ from msgcore.constants import (
 PRAGMAS: Final = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
-    # checkpoints run from SqliteClient on the worker thread instead
+    # SqliteClient checkpoints on a connection and thread of its own instead
     "PRAGMA wal_autocheckpoint=0",
     # the WAL file shrinks back to this when it starts over after a spell of missed
     # rewinds (see SqliteClient._checkpoint_now)
