@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 import pytest
 
@@ -44,6 +45,23 @@ def _record_transactions(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     return transactions
 
 
+@asynccontextmanager
+async def _square_worker(db_url: str, unique: str) -> AsyncIterator[tuple[Any, Settings]]:
+    """A running worker of ``{unique}.square`` (``n * n``) on the file, and its settings."""
+    router = Router(prefix=f"{unique}.")
+
+    @router.subscriber("square")
+    async def square(n: int) -> int:
+        return n * n
+
+    settings = Settings(url=db_url, log_messages=False)
+    broker = create_broker(router, settings=settings)
+    async with broker:
+        await broker.start()
+        yield broker, settings
+        await broker.msgcore_jobs.close()
+
+
 ACK = q.ACK.split("?")[0]  # the trace shows statements with their values filled in
 
 
@@ -55,24 +73,13 @@ async def test_result_and_ack_share_a_transaction(
     db_url: str, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     transactions = _record_transactions(monkeypatch)
-
-    router = Router(prefix=f"{unique}.")
-
-    @router.subscriber("square")
-    async def square(n: int) -> int:
-        return n * n
-
-    settings = Settings(url=db_url, log_messages=False)
-    broker = create_broker(router, settings=settings)
-    async with broker:
-        await broker.start()
-        async with Client(settings=settings) as client:
-            jobs = [await client.submit(f"{unique}.square", n) for n in range(20)]
-            done = await client.wait(jobs, timeout=30)
-            assert sorted(job.outcome() for job in done.completed) == sorted(
-                n * n for n in range(20)
-            )
-        await broker.msgcore_jobs.close()
+    async with (
+        _square_worker(db_url, unique) as (_, settings),
+        Client(settings=settings) as client,
+    ):
+        jobs = [await client.submit(f"{unique}.square", n) for n in range(20)]
+        done = await client.wait(jobs, timeout=30)
+        assert sorted(job.outcome() for job in done.completed) == sorted(n * n for n in range(20))
 
     def finishes(tx: list[str]) -> int:
         # the attempt's result upsert (a start write sets no result)
@@ -125,23 +132,13 @@ async def test_a_client_on_a_workers_broker_shares_its_connection(
     """``Client(broker=...)`` inside a service on the same file writes through the
     worker's connection: each submit's record and message commit together, and no
     second writer opens."""
-    router = Router(prefix=f"{unique}.")
-
-    @router.subscriber("square")
-    async def square(n: int) -> int:
-        return n * n
-
-    settings = Settings(url=db_url, log_messages=False)
-    broker = create_broker(router, settings=settings)
-    async with broker:
-        await broker.start()
+    async with _square_worker(db_url, unique) as (broker, settings):
         transactions = _record_transactions(monkeypatch)
         async with Client(settings=settings, broker=broker) as client:
             assert client.store.shares_transport_writer
             jobs = [await client.submit(f"{unique}.square", n) for n in range(10)]
             done = await client.wait(jobs, timeout=30)
             assert sorted(job.outcome() for job in done.completed) == [n * n for n in range(10)]
-        await broker.msgcore_jobs.close()
 
     def count(tx: list[str], statement: str) -> int:
         head = statement.split("(", maxsplit=1)[0].split()
