@@ -14,6 +14,7 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -148,3 +149,16 @@ async def test_a_client_on_a_workers_broker_shares_its_connection(
     assert sum(count(tx, INSERT_JOB) for tx in submits) == 10, transactions
     for tx in submits:
         assert count(tx, q.INSERT_MESSAGE) == count(tx, INSERT_JOB), tx
+
+
+async def test_a_client_given_a_broker_of_another_file_keeps_its_own_store(
+    db_url: str, tmp_path: Path, unique: str
+) -> None:
+    """The connection is shared only when it is to the client's store file: a broker made
+    for another file publishes, and the records stay in the client's own store."""
+    async with _square_worker(db_url, unique) as (broker, _):
+        other = Settings(url=f"sqlite:///{tmp_path / 'other.db'}", log_messages=False)
+        async with Client(settings=other, broker=broker) as client:
+            assert not client.store.shares_transport_writer
+            job = await client.submit(f"{unique}.square", 3)
+            assert (await client.get_job(job.id)).id == job.id

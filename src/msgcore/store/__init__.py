@@ -76,10 +76,12 @@ def store_for(settings: Settings, *, broker: Any = None) -> Store:
         from msgcore.sqlite.client.connection import SqliteClient
         from msgcore.store.sqlite import SqliteStore
 
-        same_file = (
-            Path(parse_sqlite_url(url).path).resolve()
-            == Path(parse_sqlite_url(settings.url).path).resolve()
-        )
-        if same_file and isinstance(client, SqliteClient) and client.connected:
+        # the broker's own file, not the settings': a broker handed to a Client may
+        # have been made for another one
+        if (
+            isinstance(client, SqliteClient)
+            and client.connected
+            and Path(client.path).resolve() == Path(parse_sqlite_url(url).path).resolve()
+        ):
             return SqliteStore(url, client=client)
     return open_store(url, settings=settings)
