@@ -112,6 +112,72 @@ async def test_submit_many_and_wait(
         assert done.counts() == {"completed": 300}
 
 
+async def test_a_submit_whose_publish_fails_leaves_no_record(
+    transport: Transport, store_url: str | None, unique: str
+) -> None:
+    router = Router(prefix=f"{unique}.")
+    calls = Sink()
+
+    @router.subscriber("orders")
+    async def handle(n: int) -> int:
+        calls.add(n)
+        return n
+
+    async with running(transport, router, store_url) as client:
+        channel = f"{unique}.orders"
+        handle_ = client._publisher(channel)
+        publish = handle_.publish
+        made: list[str] = []
+
+        async def refused(*args: Any, **kwargs: Any) -> None:
+            made.append(kwargs["correlation_id"])
+            await asyncio.sleep(0)
+            raise ConnectionError("broker gone")
+
+        handle_.publish = refused  # type: ignore[method-assign]
+        with pytest.raises(ConnectionError, match="broker gone"):
+            await client.submit(channel, 1)
+        with pytest.raises(ConnectionError, match="broker gone"):
+            await client.submit_many(channel, [2, 3])
+        assert len(made) == 3
+        assert await client.store.get_jobs(made) == {}
+
+        handle_.publish = publish  # type: ignore[method-assign]
+        assert await (await client.submit(channel, 4)).result(timeout=10) == 4
+        assert calls.items == [4]
+
+
+async def test_a_submit_publishes_before_other_ready_work(
+    transport: Transport, store_url: str | None, unique: str
+) -> None:
+    """The publish is what a submit waits for (a round trip to the broker): it starts
+    before anything else the loop had ready, not a loop iteration later. Started by
+    ``gather()`` it waited behind a worker's work in the same process (~0.35 ms per
+    submit on RabbitMQ; docs/benchmarks.md, "Job tracking")."""
+    router = Router(prefix=f"{unique}.")
+
+    @router.subscriber("orders")
+    async def handle(n: int) -> int:
+        return n
+
+    async with running(transport, router, store_url) as client:
+        channel = f"{unique}.orders"
+        await (await client.submit(channel, 0)).result(timeout=10)
+        handle_ = client._publisher(channel)
+        publish = handle_.publish
+        order: list[str] = []
+
+        async def watched(*args: Any, **kwargs: Any) -> None:
+            order.append("publish")
+            await publish(*args, **kwargs)
+
+        handle_.publish = watched  # type: ignore[method-assign]
+        asyncio.get_running_loop().call_soon(order.append, "other")
+        job = await client.submit(channel, 1)
+        assert order[:2] == ["publish", "other"]
+        assert await job.result(timeout=10) == 1
+
+
 # In memory a publish runs its handler inline (and TestRabbitBroker refuses a channel
 # without subscribers), so no job stays pending there.
 @pytest.mark.real_only

@@ -294,12 +294,7 @@ class Client:
             # Fresh ids: no earlier job can hold them, so record and message go out at
             # once. A worker that is faster than the record creates it (start_attempt),
             # and create_jobs then keeps the worker's record.
-            try:
-                stored, _ = await asyncio.gather(self.store.create_jobs(records), send_all())
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await self.store.delete_jobs([r.job_id for r in records])
-                raise
+            stored = await self._create_while(records, send_all)
             return [Job(self, record) for record, _ in stored]
         # A caller's ids: the record exists before the message, so that a second submit
         # of the same id finds it and publishes nothing, even while the first publishes.
@@ -318,6 +313,29 @@ class Client:
                     await self.store.delete_jobs(made)
                 raise
         return [Job(self, record) for record, _ in stored]
+
+    async def _create_while(
+        self, records: Sequence[JobRecord], send_all: Callable[[], Awaitable[None]]
+    ) -> list[tuple[JobRecord, bool]]:
+        """Create ``records`` while ``send_all()`` publishes, in this task.
+
+        The publish is the round trip a submit waits for (RabbitMQ's publisher confirm),
+        so it starts first and without a task of its own: started by ``gather()`` it
+        waited a loop iteration behind whatever else was ready, ~0.35 ms per submit
+        with a worker in the process (docs/benchmarks.md, "Job tracking").
+        """
+        creating = asyncio.ensure_future(self.store.create_jobs(records))
+        try:
+            await send_all()
+            return await creating
+        except BaseException:
+            # the record may be written after a failed publish: wait for it, then delete
+            await asyncio.wait([creating])
+            if not creating.cancelled():
+                creating.exception()  # retrieved: the publish's error is the one raised
+            with contextlib.suppress(Exception):
+                await self.store.delete_jobs([r.job_id for r in records])
+            raise
 
     # -- result cache ---------------------------------------------------------------------
 
@@ -444,21 +462,7 @@ class Client:
         span = tracer.start_span(
             f"{channel} submit", kind=trace.SpanKind.PRODUCER, attributes=attributes
         )
-        token = otel_context.attach(trace.set_span_in_context(span))
-        try:
-            # the task copies the current context: the publish runs inside the span
-            task = asyncio.ensure_future(publish())
-        finally:
-            otel_context.detach(token)
-
-        def end(done: asyncio.Future[None]) -> None:
-            if not done.cancelled() and (exc := done.exception()) is not None:
-                span.record_exception(exc)
-                span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
-            span.end()
-
-        task.add_done_callback(end)
-        return task
+        return _in_span(span, publish)
 
     def _traced_instant(self, channel: str, job_id: str, cache: str) -> None:
         """A submit answered by the store (a hit, or joining a running job)."""
@@ -673,3 +677,19 @@ class _LockContext:
         held, self._held = self._held, None
         if held is not None:
             await held.release()
+
+
+async def _in_span(span: trace.Span, publish: Callable[[], Awaitable[None]]) -> None:
+    """``publish()`` with ``span`` current, in the awaiting task (a single submit's
+    publish then starts at once, not a loop iteration later in a task of its own)."""
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        await publish()
+    except BaseException as exc:
+        if not isinstance(exc, asyncio.CancelledError):
+            span.record_exception(exc)
+            span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
+        raise
+    finally:
+        otel_context.detach(token)
+        span.end()
