@@ -28,7 +28,10 @@ from msgcore.constants import META_TABLE as META
 from msgcore.constants import SUBSCRIBERS_TABLE as SUBSCRIBERS
 from msgcore.store.base import TERMINAL, JobStatus
 
-_TERMINAL = ", ".join(f"'{s}'" for s in sorted(TERMINAL))
+# ``status NOT IN (...)`` builds an ephemeral index of the list on every execution
+# (OpenEphemeral, one IdxInsert per value): ~4 µs of a ~20 µs single-row FINISH.
+_NOT_TERMINAL = " AND ".join(f"status <> '{s}'" for s in sorted(TERMINAL))
+_J_NOT_TERMINAL = " AND ".join(f"j.status <> '{s}'" for s in sorted(TERMINAL))
 _LIVE = "(expires_at IS NULL OR expires_at > :now)"
 _NEXT_SEQ = f"(SELECT CAST(value AS INTEGER) + 1 FROM {META} WHERE key = '{FEED_SEQ_META_KEY}')"
 
@@ -162,7 +165,7 @@ ON CONFLICT (job_id) DO UPDATE SET
     attempts = excluded.attempts,
     worker_id = excluded.worker_id,
     started_at = excluded.started_at
-WHERE status NOT IN ({_TERMINAL}) AND {_LIVE}
+WHERE {_NOT_TERMINAL} AND {_LIVE}
 RETURNING {JOB_COLUMNS}
 """
 
@@ -192,8 +195,45 @@ ON CONFLICT (job_id) DO UPDATE SET
     cached = excluded.cached,
     expires_at = excluded.expires_at,
     feed_seq = excluded.feed_seq
-WHERE status NOT IN ({_TERMINAL}) AND {_LIVE}
+WHERE {_NOT_TERMINAL} AND {_LIVE}
 """
+
+# FINISH_ATTEMPT's common case, an UPDATE of the job's live row, bound by position (a
+# dict of named parameters costs a lookup per name). 0 rows changed: the row is missing,
+# expired or terminal, and FINISH_ATTEMPT decides. Parameters in ``FINISH_ORDER``, which
+# also names them for FINISH_ATTEMPT (with ``channel``).
+FINISH_UPDATE: Final = f"""
+UPDATE {JOBS} SET
+    status = ?1,
+    attempts = ?2,
+    worker_id = IFNULL(?3, worker_id),
+    started_at = IFNULL(?4, started_at),
+    finished_at = ?5,
+    result = ?6,
+    has_result = ?7,
+    error_type = ?8,
+    error_message = ?9,
+    cached = ?10,
+    expires_at = ?11,
+    feed_seq = CASE WHEN ?12 THEN {_NEXT_SEQ} END
+WHERE job_id = ?13 AND {_NOT_TERMINAL} AND (expires_at IS NULL OR expires_at > ?14)
+"""
+FINISH_ORDER: Final = (
+    "status",
+    "attempt",
+    "worker_id",
+    "started_at",
+    "finished_at",
+    "result",
+    "has_result",
+    "error_type",
+    "error_message",
+    "cached",
+    "expires_at",
+    "terminal",
+    "id",
+    "now",
+)
 
 # A store on the SQLite transport's own file: a job's message is the transport's row whose
 # correlation_id is the job id (Client.submit). No index serves these two: a cancel
@@ -273,7 +313,7 @@ INFLIGHT_JOB: Final = f"""
 SELECT {", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))}
 FROM {INFLIGHT} AS i JOIN {JOBS} AS j ON j.job_id = i.job_id
 WHERE i.key = :key AND i.expires_at > :now
-  AND j.status NOT IN ({_TERMINAL}) AND (j.expires_at IS NULL OR j.expires_at > :now)
+  AND {_J_NOT_TERMINAL} AND (j.expires_at IS NULL OR j.expires_at > :now)
 """
 CLAIM_KEY: Final = f"""
 INSERT INTO {INFLIGHT} (key, job_id, expires_at) VALUES (:key, :job_id, :expires_at)

@@ -496,23 +496,7 @@ class SqliteStore(Store):
         terminal = outcome.terminal
         now = outcome.now
         retention = outcome.retention
-        params = {
-            "id": job_id,
-            "status": str(outcome.status),
-            "attempt": outcome.attempt,
-            "now": now,
-            "finished_at": now if terminal else None,
-            "result": outcome.result,
-            "has_result": int(outcome.has_result),
-            "error_type": outcome.error_type,
-            "error_message": outcome.error_message,
-            "cached": int(outcome.cached),
-            "expires_at": now + retention if terminal and retention is not None else None,
-            "terminal": int(terminal),
-            "channel": None,
-            "worker_id": None,
-            "started_at": None,
-        }
+        channel = worker = started = None
         starting = self._starting.pop(job_id, None)
         if starting is not None:
             # The attempt ended before its start write committed (a short handler):
@@ -522,19 +506,34 @@ class SqliteStore(Store):
             if starting.op is not None:
                 starting.op.fn = _skip
             begun = starting.params
-            params.update(
-                channel=begun["channel"],
-                worker_id=begun["worker_id"],
-                started_at=begun["now"],
-            )
+            channel, worker, started = begun["channel"], begun["worker_id"], begun["now"]
+        update = (  # in q.FINISH_ORDER
+            str(outcome.status),
+            outcome.attempt,
+            worker,
+            started,
+            now if terminal else None,
+            outcome.result,
+            int(outcome.has_result),
+            outcome.error_type,
+            outcome.error_message,
+            int(outcome.cached),
+            now + retention if terminal and retention is not None else None,
+            int(terminal),
+            job_id,
+            now,
+        )
 
         def work(sql: Op[Any]) -> bool:
-            if sql.change(q.FINISH_ATTEMPT, params) == 0:
+            if sql.change(q.FINISH_UPDATE, update) == 0:
                 row = sql.row(q.JOB_EXPIRES_AT, (job_id,))
                 if row is not None and alive(row[0], now):
                     return False  # terminal already: a late duplicate
+                # no record (expired and purged, or published without Client), or an
+                # expired one: start it afresh
                 sql.change(q.DELETE_JOB, (job_id,))
-                sql.change(q.FINISH_ATTEMPT, params)
+                named = dict(zip(q.FINISH_ORDER, update, strict=True), channel=channel)
+                sql.change(q.FINISH_ATTEMPT, named)
             if terminal:
                 sql.change(q.ADVANCE_FEED_SEQ)
             target = outcome.cache
