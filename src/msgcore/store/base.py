@@ -96,6 +96,14 @@ _DEFAULTS = {f.name: f.default for f in fields(JobRecord) if f.default is not MI
 _new_record = object.__new__
 
 
+def record_of(fields: dict[str, Any]) -> JobRecord:
+    """The record whose fields are ``fields``, which must name every field: taken as the
+    record's ``__dict__``, for a store's row reader (half the time of ``new_record``)."""
+    record: JobRecord = _new_record(JobRecord)
+    object.__setattr__(record, "__dict__", fields)
+    return record
+
+
 def new_record(job_id: str, channel: str, **values: Any) -> JobRecord:
     """``JobRecord(job_id, channel, **values)``, filled in place: the frozen dataclass's
     ``__init__`` makes one ``object.__setattr__`` call per field, five times the time,

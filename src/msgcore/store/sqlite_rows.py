@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 from msgcore.store import queries as q
-from msgcore.store.base import STATUS, JobRecord, new_record
+from msgcore.store.base import STATUS, JobRecord, record_of
 
 T = TypeVar("T")
 
@@ -84,22 +84,24 @@ def alive(expires_at: float | None, now: float) -> bool:
 def job_from_row(row: Sequence[Any]) -> JobRecord:
     (job_id, channel, status, attempts, worker_id, created_at, started_at, finished_at,
      result, has_result, error_type, error_message, cached, expires_at, extra) = row  # fmt: skip
-    return new_record(
-        job_id,
-        channel,
-        status=STATUS[status],
-        attempts=attempts,
-        worker_id=worker_id,
-        created_at=created_at,
-        started_at=started_at,
-        finished_at=finished_at,
-        result=None if result is None else bytes(result),
-        has_result=bool(has_result),
-        error_type=error_type,
-        error_message=error_message,
-        cached=bool(cached),
-        expires_at=expires_at,
-        extra=json.loads(extra) if extra else {},
+    return record_of(
+        {
+            "job_id": job_id,
+            "channel": channel,
+            "status": STATUS[status],
+            "attempts": attempts,
+            "worker_id": worker_id,
+            "created_at": created_at,
+            "started_at": started_at,
+            "finished_at": finished_at,
+            "result": None if result is None else bytes(result),
+            "has_result": bool(has_result),
+            "error_type": error_type,
+            "error_message": error_message,
+            "cached": bool(cached),
+            "expires_at": expires_at,
+            "extra": json.loads(extra) if extra else {},
+        }
     )
 
 
