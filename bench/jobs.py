@@ -207,6 +207,15 @@ async def _submit_and_wait(
     return n / elapsed, queries / n / waited
 
 
+def _per_round(bare_rates: list[float], job_rates: list[float]) -> str:
+    """Each round's own time ratio, median (range): steadier than the ratio of the medians
+    when the machine's speed drifts between rounds."""
+    ratios = sorted(b / j for b, j in zip(bare_rates, job_rates, strict=True))
+    if len(ratios) < 2:
+        return ""
+    return f" ({statistics.median(ratios):.2f}x, {ratios[0]:.2f}-{ratios[-1]:.2f})"
+
+
 async def main(args: argparse.Namespace) -> None:
     RUN.update(
         max_workers=args.max_workers,
@@ -215,7 +224,7 @@ async def main(args: argparse.Namespace) -> None:
         process=args.worker == "process",
         client=args.client,
     )
-    console = Console()
+    console = Console(width=max(Console().width, 150))  # the ranges fit a log too
     table = Table(
         title=f"job tracking cost (N={args.n}, {args.rounds} rounds, loop={args.loop}, "
         f"max_workers={args.max_workers}, prefetch={args.prefetch}, worker in {args.worker}, "
@@ -226,10 +235,10 @@ async def main(args: argparse.Namespace) -> None:
         "transport",
         "one by one: bare publish msg/s",
         "submit+wait jobs/s",
-        "time ratio",
+        "time ratio (per round: median, range)",
         "batches of 500: bare publish msg/s",
         "submit_many+wait jobs/s",
-        "time ratio ",
+        "time ratio (per round: median, range) ",
         "wait: store queries/job/s",
     ):
         table.add_column(col, justify="right")
@@ -241,30 +250,34 @@ async def main(args: argparse.Namespace) -> None:
             bm: list[float] = []
             m: list[float] = []
             q: list[float] = []
-            for _ in range(args.rounds):
-                b.append(await bare(transport, args.n, Path(tmp)))
-                rate, qps = await jobs(transport, args.n, Path(tmp))
-                j.append(rate)
-                bm.append(await bare(transport, args.n, Path(tmp), many=True))
-                rate_many, qps_many = await jobs(transport, args.n, Path(tmp), many=True)
-                m.append(rate_many)
-                q += [qps, qps_many]
+            for round_ in range(args.rounds):
+                # which side runs first alternates: drift within a round hits both
+                for many in (False, True):
+                    sides = [("bare", bm if many else b), ("jobs", m if many else j)]
+                    for side, out in sides if round_ % 2 == 0 else sides[::-1]:
+                        if side == "bare":
+                            out.append(await bare(transport, args.n, Path(tmp), many=many))
+                        else:
+                            rate, qps = await jobs(transport, args.n, Path(tmp), many=many)
+                            out.append(rate)
+                            q.append(qps)
             rb, rj = statistics.median(b), statistics.median(j)
             rbm, rm = statistics.median(bm), statistics.median(m)
             table.add_row(
                 transport,
                 f"{rb:,.0f}",
                 f"{rj:,.0f}",
-                f"{rb / rj:.2f}x",
+                f"{rb / rj:.2f}x{_per_round(b, j)}",
                 f"{rbm:,.0f}",
                 f"{rm:,.0f}",
-                f"{rbm / rm:.2f}x",
+                f"{rbm / rm:.2f}x{_per_round(bm, m)}",
                 f"{max(q):.4f}",
             )
             console.print(
                 f"{transport}: bare {[round(x) for x in b]}  jobs {[round(x) for x in j]}  "
                 f"bare batches {[round(x) for x in bm]}  submit_many {[round(x) for x in m]}  "
-                f"queries/job/s {[round(x, 4) for x in q]}"
+                f"queries/job/s {[round(x, 4) for x in q]}  per-round ratios: one by one"
+                f"{_per_round(b, j)}, batches{_per_round(bm, m)}"
             )
     console.print(table)
 
