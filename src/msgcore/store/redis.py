@@ -99,13 +99,20 @@ default, and a block that outlasts it reads as a dead server. Waiters loop inste
 
 
 def _encode(value: Any) -> str | bytes | None:
-    """A ``JobRecord`` field as a hash value; ``None`` is stored as an absent field."""
+    """A ``JobRecord`` field as a hash value; ``None`` is stored as an absent field.
+
+    The concrete types first: ``isinstance(value, Mapping)`` goes through the ABC
+    machinery, and a record has a dozen fields, written for every job."""
     if value is None or isinstance(value, bytes):
         return value
+    if isinstance(value, str):
+        return str(value)  # a status (a StrEnum) as its value
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, float):
         return repr(value)  # round-trips exactly
+    if isinstance(value, int):
+        return str(value)
     if isinstance(value, Mapping):
         return json.dumps(dict(value), separators=(",", ":")) if value else None
     return str(value)
