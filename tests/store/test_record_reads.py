@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from msgcore.store import queries as q
 from msgcore.store.base import JobRecord, JobStatus, new_record
 from msgcore.store.sqlite_rows import job_from_row, job_row
@@ -76,3 +78,13 @@ def test_a_redis_hash_reads_as_the_record_the_dataclass_makes() -> None:
     }
     assert vars(_from_hash("job-1", raw)) == vars(FULL)
     assert vars(_from_hash("job-6", {})) == vars(JobRecord("job-6", ""))
+
+
+def test_evolve_makes_what_dataclasses_replace_makes() -> None:
+    changes = {"status": JobStatus.RUNNING, "attempts": 3, "worker_id": "w:2", "started_at": 4.0}
+    evolved = FULL.evolve(**changes)
+    assert vars(evolved) == vars(dataclasses.replace(FULL, **changes))  # type: ignore[arg-type]
+    assert evolved == dataclasses.replace(FULL, **changes)  # type: ignore[arg-type]
+    assert vars(FULL)["status"] is JobStatus.DEAD  # the original is untouched
+    with pytest.raises(TypeError, match="no field"):
+        FULL.evolve(colour="red")
