@@ -46,7 +46,7 @@ for path in (ROOT / "src", ROOT):  # the package, and tests' RabbitMQ cleanup he
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench.runs import cleanup, run_loop, settings_for  # noqa: E402
+from bench.runs import cleanup, per_round, run_loop, settings_for  # noqa: E402
 from bench.subprocs import spawn_app  # noqa: E402
 from msgcore import (  # noqa: E402
     Client,
@@ -207,15 +207,6 @@ async def _submit_and_wait(
     return n / elapsed, queries / n / waited
 
 
-def _per_round(bare_rates: list[float], job_rates: list[float]) -> str:
-    """Each round's own time ratio, median (range): steadier than the ratio of the medians
-    when the machine's speed drifts between rounds."""
-    ratios = sorted(b / j for b, j in zip(bare_rates, job_rates, strict=True))
-    if len(ratios) < 2:
-        return ""
-    return f" ({statistics.median(ratios):.2f}x, {ratios[0]:.2f}-{ratios[-1]:.2f})"
-
-
 async def main(args: argparse.Namespace) -> None:
     RUN.update(
         max_workers=args.max_workers,
@@ -267,17 +258,17 @@ async def main(args: argparse.Namespace) -> None:
                 transport,
                 f"{rb:,.0f}",
                 f"{rj:,.0f}",
-                f"{rb / rj:.2f}x{_per_round(b, j)}",
+                f"{rb / rj:.2f}x (per round {per_round(b, j)})",
                 f"{rbm:,.0f}",
                 f"{rm:,.0f}",
-                f"{rbm / rm:.2f}x{_per_round(bm, m)}",
+                f"{rbm / rm:.2f}x (per round {per_round(bm, m)})",
                 f"{max(q):.4f}",
             )
             console.print(
                 f"{transport}: bare {[round(x) for x in b]}  jobs {[round(x) for x in j]}  "
                 f"bare batches {[round(x) for x in bm]}  submit_many {[round(x) for x in m]}  "
-                f"queries/job/s {[round(x, 4) for x in q]}  per-round ratios: one by one"
-                f"{_per_round(b, j)}, batches{_per_round(bm, m)}"
+                f"queries/job/s {[round(x, 4) for x in q]}  per-round ratios: one by one "
+                f"{per_round(b, j)}, batches {per_round(bm, m)}"
             )
     console.print(table)
 

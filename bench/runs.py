@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 from msgcore import JobSettings, RabbitSettings, RedisSettings, Settings
 
-__all__ = ["RABBIT_URL", "REDIS_URL", "cleanup", "run_loop", "settings_for"]
+__all__ = ["RABBIT_URL", "REDIS_URL", "cleanup", "per_round", "run_loop", "settings_for"]
 
 REDIS_URL = os.environ.get("MSGCORE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RABBIT_URL = os.environ.get("MSGCORE_TEST_RABBIT_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -60,3 +61,10 @@ def run_loop(main: Callable[[argparse.Namespace], Coroutine[Any, Any, None]], ar
         uvloop.run(main(args))
     else:
         asyncio.run(main(args))
+
+
+def per_round(tops: list[float], bottoms: list[float]) -> str:
+    """Each round's own ratio ``top / bottom`` as "median (min-max)": the machine's drift
+    between rounds cancels out, which the ratio of the medians does not."""
+    ratios = [t / b for t, b in zip(tops, bottoms, strict=True)]
+    return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"

@@ -39,7 +39,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult  # noq
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench.runs import cleanup, run_loop, settings_for  # noqa: E402
+from bench.runs import cleanup, per_round, run_loop, settings_for  # noqa: E402
 from msgcore import (  # noqa: E402
     Router,
     create_broker,
@@ -156,14 +156,12 @@ async def main(args: argparse.Namespace) -> None:
                     (on if traced else off).append(rate)
                     spans = found if traced else spans
             mo, mn = statistics.median(off), statistics.median(on)
-            # each round's own ratio: the machine's drift between rounds cancels out
-            paired = [b / a for a, b in zip(off, on, strict=True)]
             table.add_row(
                 transport,
                 f"{mo:,.0f}",
                 f"{mn:,.0f}",
                 f"{mn / mo:.2f}x",
-                f"{statistics.median(paired):.2f}x ({min(paired):.2f}-{max(paired):.2f})",
+                per_round(on, off),
                 f"{spans / (args.n + 1):.1f}",
             )
             console.print(
