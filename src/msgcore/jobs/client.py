@@ -63,6 +63,23 @@ _RECHECK_EVERY = 5.0
 # and the waiting process leaves the CPU to the workers. A single job is not delayed.
 _COALESCE_PER_JOB = 0.0005
 _COALESCE_MAX = 0.05
+
+
+def _coalesce(pending: int, finished: int, elapsed: float) -> float:
+    """How long a waiter lets completions gather before its next feed read.
+
+    Up to ``_COALESCE_PER_JOB`` per pending job (``_COALESCE_MAX`` at most), but no
+    longer than half the time the pending jobs take at the rate they have been
+    finishing, so the last read comes soon after the last job: a fixed pause left the
+    waiter asleep for up to ``_COALESCE_MAX`` after the end of a batch (10-15 % of a
+    2,000-job batch's time on SQLite). Halving costs a few more reads near the end.
+    """
+    pause = min(_COALESCE_PER_JOB * pending, _COALESCE_MAX)
+    if finished > 0 and elapsed > 0:
+        pause = min(pause, pending * elapsed / finished / 2)
+    return pause
+
+
 # A channel without a registered cache policy is asked again after this long (a worker
 # may start and register it); a known policy is kept until the store says it is stale.
 _POLICY_RECHECK = 5.0
@@ -584,6 +601,7 @@ class Client:
         with WaitProgress(len(by_id), enabled=progress) as bar:
             await recheck(list(pending))
             bar.update(len(done))
+            done_before, began = len(done), time.monotonic()
             last_check = time.monotonic()
             while not finished():
                 now = time.monotonic()
@@ -601,7 +619,8 @@ class Client:
                     last_check = time.monotonic()
                 bar.update(len(done))
                 if events and not finished():
-                    pause = min(_COALESCE_PER_JOB * len(pending), _COALESCE_MAX)
+                    finishing = len(done) - done_before, time.monotonic() - began
+                    pause = _coalesce(len(pending), *finishing)
                     if deadline is not None:
                         pause = min(pause, max(deadline - time.monotonic(), 0.0))
                     await asyncio.sleep(pause)
