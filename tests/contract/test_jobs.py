@@ -24,6 +24,8 @@ from msgcore import (
     open_store,
 )
 from msgcore.store import store_url_for
+from msgcore.store.redis import RedisStore
+from msgcore.store.sqlite import SqliteStore
 
 from .harness import Sink, Transport, running
 
@@ -176,6 +178,58 @@ async def test_a_submit_publishes_before_other_ready_work(
         job = await client.submit(channel, 1)
         assert order[:2] == ["publish", "other"]
         assert await job.result(timeout=10) == 1
+
+
+async def test_a_worker_with_one_slot_records_each_result_at_once(
+    transport: Transport, store_url: str | None, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one handler slot no other job's result can join a commit, so the worker
+    tells the store to write it at once (``alone``); with more slots the results of
+    the jobs running together are left to commit together. Either way every result
+    is recorded."""
+    router = Router(prefix=f"{unique}.")
+
+    @router.subscriber("one", max_workers=1)
+    async def one(n: int) -> int:
+        return n
+
+    @router.subscriber("many", max_workers=3)
+    async def many(n: int) -> int:
+        await asyncio.sleep(0.01)
+        return n + 100
+
+    alone_of: dict[str, bool] = {}
+    for cls in (SqliteStore, RedisStore):
+        finish = cls.finish_attempt
+
+        async def spy(
+            self: Any,
+            job_id: str,
+            outcome: Any,
+            *,
+            alone: bool = False,
+            _finish: Any = finish,
+        ) -> bool:
+            alone_of[job_id] = alone
+            return bool(await _finish(self, job_id, outcome, alone=alone))
+
+        monkeypatch.setattr(cls, "finish_attempt", spy)
+
+    async with running(transport, router, store_url) as client:
+        ones = []
+        for n in range(4):  # one job under way at a time
+            ones.append(job := await client.submit(f"{unique}.one", n))
+            assert await job.result(timeout=10) == n
+        manys = await client.submit_many(f"{unique}.many", range(6))
+        done = await client.wait(manys, timeout=20)
+        assert len(done.completed) == 6
+        assert [await j.result(timeout=5) for j in manys] == list(range(100, 106))
+        shared = client.store.shares_transport_writer
+    if shared:  # the results commit with the acks instead
+        assert alone_of == {}
+    else:
+        assert [alone_of[j.id] for j in ones] == [True] * 4
+        assert [alone_of[j.id] for j in manys] == [False] * 6
 
 
 # In memory a publish runs its handler inline (and TestRabbitBroker refuses a channel

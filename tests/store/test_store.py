@@ -192,6 +192,16 @@ async def test_cancel_only_from_pending(store: Store) -> None:
     assert not await finish(store, "p")
 
 
+async def test_a_cancel_right_after_the_start_is_refused(store: Store) -> None:
+    """A start whose write this store object has not committed yet still counts: the
+    cancel that follows it is refused (SQLite writes the start at the next loop turn)."""
+    await store.create_jobs([job("r")])
+    await start(store, "r")
+    assert not await store.cancel_job("r", now=time.time(), retention=60)
+    record = await store.get_job("r")
+    assert record is not None and record.status is JobStatus.RUNNING
+
+
 async def test_start_attempt_of_a_cancelled_job_returns_it_unchanged(store: Store) -> None:
     await store.create_jobs([job("c")])
     assert await store.cancel_job("c", now=time.time(), retention=None)

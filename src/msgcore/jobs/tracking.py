@@ -132,6 +132,9 @@ class JobTracker:
         self.track_jobs = settings.jobs.track
         self.use_cache = settings.cache.enabled
         self._declarations: dict[int, _Tracked] = {}
+        self.running = 0
+        """Jobs whose attempt is under way in this process (their store writes of one
+        may be committed together)."""
         self._purged_at = time.monotonic()
         self._purging: asyncio.Task[None] | None = None
         self.middleware = _JobMiddlewares(self)
@@ -374,7 +377,11 @@ class _JobMiddleware(RecordError):
                 span.set_attribute(ATTR_JOB_ID, str(job_id))
         key = self._cache_key(tracked, msg)
         if job_id:
-            return await self._job(call_next, msg, tracked, str(job_id), key)
+            self.tracker.running += 1
+            try:
+                return await self._job(call_next, msg, tracked, str(job_id), key)
+            finally:
+                self.tracker.running -= 1
         if key is not None:
             return await self._cached_call(call_next, msg, tracked, key)
         return await call_next(msg)
@@ -551,12 +558,18 @@ class _JobMiddleware(RecordError):
             if queued is not None:
                 queued.add_done_callback(partial(_check_recorded, job_id, attempt))
             elif not await through_store_outage(
-                lambda: store.finish_attempt(job_id, completion),
+                lambda: store.finish_attempt(job_id, completion, alone=self._alone(tracked)),
                 job_id=job_id,
                 doing="recording its result",
             ):
                 _late_duplicate(job_id, attempt)
         return result
+
+    def _alone(self, tracked: _Tracked) -> bool:
+        """No other job can have a write to commit with this one's: this is the only
+        attempt under way here, and its handler takes one message at a time (with more
+        slots, the next messages start while this one's write waits, and join it)."""
+        return self.tracker.running == 1 and tracked.decl.max_workers == 1
 
     def _count_cache(self, channel: str, outcome: str) -> None:
         if self.tracker.metrics is not None:

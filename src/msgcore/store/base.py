@@ -244,11 +244,15 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def finish_attempt(self, job_id: str, outcome: AttemptOutcome) -> bool:
+    async def finish_attempt(
+        self, job_id: str, outcome: AttemptOutcome, *, alone: bool = False
+    ) -> bool:
         """Record how ``attempt`` ended; terminal states go to the feed in the same write.
 
         Refused (False) when the job is terminal already, so a late duplicate cannot
-        overwrite the one completed record.
+        overwrite the one completed record. ``alone``: no other attempt is running in
+        this process, so a store that commits concurrent writes together may commit
+        this one at once instead of waiting for company.
         """
 
     @property

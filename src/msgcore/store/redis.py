@@ -542,7 +542,9 @@ class RedisStore(Store):
                 "job %s: recording its start failed: %s", job_id, exc, extra={"job_id": job_id}
             )
 
-    async def finish_attempt(self, job_id: str, outcome: AttemptOutcome) -> bool:
+    async def finish_attempt(
+        self, job_id: str, outcome: AttemptOutcome, *, alone: bool = False
+    ) -> bool:
         keys, args = self._finish_call(job_id, outcome)
         client = self._redis()
         with self._errors():

@@ -387,7 +387,9 @@ class SqliteStore(Store):
             self._waiting.add(job_id)
         else:
             self._waiting.discard(job_id)
-            self._send_start(job_id)
+            # Written once the handler yields to the loop (an attempt that ends first
+            # writes it with its result): as soon as a queued write would commit.
+            asyncio.get_running_loop().call_soon(self._send_start, job_id)
         if current is None:
             return new_record(
                 job_id,
@@ -456,9 +458,19 @@ class SqliteStore(Store):
             extra={"job_id": job_id},
         )
 
-    async def finish_attempt(self, job_id: str, outcome: AttemptOutcome) -> bool:
+    async def finish_attempt(
+        self, job_id: str, outcome: AttemptOutcome, *, alone: bool = False
+    ) -> bool:
         op = Op(self._finish_work(job_id, outcome))
         self._check_open()
+        if alone and self._owned:
+            # Nothing else to commit with (one handler at a time): commit it now.
+            committed, result = self._db.commit_now(op)
+            if committed:
+                self.queries += op.count
+                if result and outcome.terminal:
+                    self._fed()
+                return bool(result)
         try:
             finished = cast(bool, await self._db._write(op))
         finally:
@@ -569,6 +581,8 @@ class SqliteStore(Store):
             sql.change(q.ADVANCE_FEED_SEQ)
             return True
 
+        if job_id in self._starting:
+            self._send_start(job_id)  # an attempt this process started commits first
         cancelled = await self._write(work)
         if cancelled:
             self._fed()

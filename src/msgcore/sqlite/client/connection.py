@@ -385,6 +385,38 @@ class SqliteClient(QueueTransport):
         # and the next checkpoint tries once more.
         conn.execute(q.WAL_CHECKPOINT_RESTART).fetchall()
 
+    def commit_now(self, op: _WriteOp) -> tuple[bool, Any]:
+        """``(True, op's result)``: ``op`` committed in a transaction of its own, right
+        here on the event loop. ``(False, None)``, nothing done, when another write is
+        queued or running (commit order is the order of the writes) or another
+        connection holds the file's write lock (the loop does not wait for it).
+
+        For a caller that would otherwise wait for the next group commit alone: a
+        queued write costs a future, a writer task and two loop iterations, more than
+        the transaction itself when there is nothing to commit it with.
+        """
+        if self._pending or (self._writer is not None and not self._writer.done()):
+            return False, None
+        conn = self._connection()
+        try:
+            results = self._inline(
+                conn, partial(_transaction, ops=(op,), busy_timeout=self.busy_timeout)
+            )
+        except BaseException:
+            self._touched.clear()  # rolled back: nothing to wake consumers for
+            raise
+        if results is _NOT_INLINE:
+            self._touched.clear()
+            return False, None
+        self._after_commit()
+        return True, results[0]
+
+    def _after_commit(self) -> None:
+        self._committed()
+        touched, self._touched = self._touched, set()
+        if touched and self.on_commit is not None:
+            self.on_commit(touched)
+
     def _write(self, op: _WriteOp) -> asyncio.Future[Any]:
         """Queue a write for the next group commit."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -416,10 +448,7 @@ class SqliteClient(QueueTransport):
                 if not isinstance(exc, Exception):
                     raise
                 continue
-            self._committed()
-            touched, self._touched = self._touched, set()
-            if touched and self.on_commit is not None:
-                self.on_commit(touched)
+            self._after_commit()
             for (_, fut), res in zip(batch, results, strict=True):
                 if fut.done():
                     continue
