@@ -64,6 +64,10 @@ _RECHECK_EVERY = 5.0
 _COALESCE_PER_JOB = 0.0005
 _COALESCE_MAX = 0.05
 
+# A channel without a registered cache policy is asked again after this long (a worker
+# may start and register it); a known policy is kept until the store says it is stale.
+_POLICY_RECHECK = 5.0
+
 
 def _coalesce(pending: int, finished: int, elapsed: float) -> float:
     """How long a waiter lets completions gather before its next feed read.
@@ -78,11 +82,6 @@ def _coalesce(pending: int, finished: int, elapsed: float) -> float:
     if finished > 0 and elapsed > 0:
         pause = min(pause, pending * elapsed / finished / 2)
     return pause
-
-
-# A channel without a registered cache policy is asked again after this long (a worker
-# may start and register it); a known policy is kept until the store says it is stale.
-_POLICY_RECHECK = 5.0
 
 
 class Client:
