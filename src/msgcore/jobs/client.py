@@ -63,7 +63,6 @@ _RECHECK_EVERY = 5.0
 # and the waiting process leaves the CPU to the workers. A single job is not delayed.
 _COALESCE_PER_JOB = 0.0005
 _COALESCE_MAX = 0.05
-
 # A channel without a registered cache policy is asked again after this long (a worker
 # may start and register it); a known policy is kept until the store says it is stale.
 _POLICY_RECHECK = 5.0
