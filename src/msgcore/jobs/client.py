@@ -617,8 +617,9 @@ class Client:
                     last_check = time.monotonic()
                 bar.update(len(done))
                 if events and not finished():
-                    finishing = len(done) - done_before, time.monotonic() - began
-                    pause = _coalesce(len(pending), *finishing)
+                    pause = _coalesce(
+                        len(pending), len(done) - done_before, time.monotonic() - began
+                    )
                     if deadline is not None:
                         pause = min(pause, max(deadline - time.monotonic(), 0.0))
                     await asyncio.sleep(pause)

@@ -463,21 +463,18 @@ class SqliteStore(Store):
     ) -> bool:
         op = Op(self._finish_work(job_id, outcome))
         self._check_open()
-        if alone and self._owned:
-            # Nothing else to commit with (one handler at a time): commit it now.
-            committed, result = self._db.commit_now(op)
-            if committed:
-                self.queries += op.count
-                if result and outcome.terminal:
-                    self._fed()
-                return bool(result)
+        committed, finished = False, False
         try:
-            finished = cast(bool, await self._db._write(op))
+            if alone and self._owned:
+                # Nothing else to commit with (one handler at a time): commit it now.
+                committed, finished = self._db.commit_now(op)
+            if not committed:
+                finished = await self._db._write(op)
         finally:
             self.queries += op.count
         if finished and outcome.terminal:
             self._fed()
-        return finished
+        return bool(finished)
 
     def queue_finish_attempt(
         self, job_id: str, outcome: AttemptOutcome
