@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -29,6 +30,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from msgcore import telemetry
 from msgcore.telemetry import current
+from msgcore.telemetry import middleware as middleware_module
 from msgcore.telemetry.middleware import TracingMiddleware, parse_traceparent
 from msgcore.telemetry.naming import ChannelNames
 from msgcore.telemetry.sampling import RootSampling, _HandedIds
@@ -207,3 +209,77 @@ def test_the_context_made_here_is_the_one_the_api_sees() -> None:
     finally:
         otel_context.detach(outer_token)
     assert not current.current_span_context().is_valid
+
+
+def test_span_context_is_the_tuple_the_middleware_reads_and_builds() -> None:
+    # else every message takes the property path (still correct, tested below)
+    assert middleware_module._AS_TUPLE
+
+
+@pytest.mark.usefixtures("_fresh")
+@pytest.mark.parametrize("as_tuple", [True, False], ids=["tuple", "properties"])
+def test_an_unsampled_message_continues_its_trace_on_either_path(
+    monkeypatch: pytest.MonkeyPatch, as_tuple: bool
+) -> None:
+    if not as_tuple:  # what an OpenTelemetry with another SpanContext layout gets
+        monkeypatch.setattr(middleware_module, "_AS_TUPLE", False)
+        monkeypatch.setattr(middleware_module, "_fields", middleware_module._properties)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
+    exporter = InMemorySpanExporter()
+    tel = telemetry.setup("t", exporter, set_global=False, metrics_enabled=False)
+    names = ChannelNames("sqlite")
+    names.declare("work")
+    middleware = TracingMiddleware(tel, names)
+    trace_id, parent_id = 0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331
+    given = {"traceparent": f"00-{trace_id:032x}-{parent_id:016x}-00", "tracestate": "v=abc"}
+    msg = SimpleNamespace(
+        headers=given, raw_message=SimpleNamespace(queue="work"), message_id="m", body=b""
+    )
+    onward_headers = {"x": "1"}
+    seen: dict[str, Any] = {}
+
+    async def publish(cmd: Any) -> None:
+        seen["published"] = cmd.headers
+
+    async def handle(_: Any) -> None:
+        seen["process"] = trace.get_current_span().get_span_context()
+        cmd = SimpleNamespace(headers=onward_headers, destination="work", correlation_id="c")
+        await middleware(None, context=SimpleNamespace()).publish_scope(publish, cmd)
+
+    asyncio.run(middleware(None, context=SimpleNamespace()).consume_scope(handle, msg))
+
+    process: SpanContext = seen["process"]
+    assert (process.trace_id, process.is_remote, process.trace_flags.sampled) == (
+        trace_id,
+        False,
+        False,
+    )
+    assert process.is_valid and process.span_id not in (0, parent_id)
+    assert process.trace_state.get("v") == "abc"
+    # the same value the constructor makes, field for field
+    assert process == SpanContext(
+        trace_id, process.span_id, False, TraceFlags(0), process.trace_state
+    )
+    onward = parse_traceparent(seen["published"]["traceparent"])
+    assert onward is not None
+    assert (onward.trace_id, onward.trace_flags.sampled) == (trace_id, False)
+    assert onward.span_id not in (0, parent_id, process.span_id)
+    assert seen["published"]["tracestate"] == "v=abc"
+    assert seen["published"]["x"] == "1"
+    assert onward_headers == {"x": "1"}  # the caller's headers are copied, not changed
+    assert not exporter.get_finished_spans()  # the parent's decision holds: none recorded
+
+
+def test_the_current_span_of_any_span_class_is_read_and_anything_else_is_none() -> None:
+    class _Own(NonRecordingSpan):
+        pass
+
+    own = _Own(SpanContext(7, 8, False, TraceFlags(1)))
+    for value, expected in ((own, own.get_span_context()), (object(), None)):
+        token = current.attach(Context({current.SPAN_KEY: value}))
+        try:
+            found = current.current_span_context()
+            assert found == expected if expected is not None else not found.is_valid
+        finally:
+            current.detach(token)

@@ -13,13 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextvars import ContextVar, Token
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
-from opentelemetry.trace import INVALID_SPAN, INVALID_SPAN_CONTEXT, Span, SpanContext
+from opentelemetry.trace import (
+    INVALID_SPAN,
+    INVALID_SPAN_CONTEXT,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+)
 
 __all__ = ["SPAN_KEY", "attach", "current_span_context", "detach", "get_current", "with_span"]
 
@@ -50,12 +56,22 @@ else:  # pragma: no cover - another runtime context: the API's own calls
     detach = otel_context.detach
 
 
+_SPAN_TYPES: set[type] = {NonRecordingSpan}
+"""Classes known to be ``Span``s: a set lookup instead of the ABC's ``isinstance``
+(a Python-level call) for every publish."""
+
+
 def current_span_context() -> SpanContext:
     """``trace.get_current_span().get_span_context()``."""
     span = get_current().get(SPAN_KEY)
     if span is None:  # before the ABC check: most contexts hold no span
         return INVALID_SPAN_CONTEXT
-    return span.get_span_context() if isinstance(span, Span) else INVALID_SPAN_CONTEXT
+    kind = type(span)
+    if kind not in _SPAN_TYPES:
+        if not isinstance(span, Span):
+            return INVALID_SPAN_CONTEXT
+        _SPAN_TYPES.add(kind)
+    return cast(Span, span).get_span_context()
 
 
 def with_span(span: Span, parent: Context | None = None) -> Context:

@@ -27,6 +27,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.semconv.trace import SpanAttributes
@@ -40,6 +41,7 @@ from opentelemetry.trace import (
     TraceFlags,
     TraceState,
 )
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from msgcore.failures import ErrorRecorder, RecordError
 from msgcore.message import MessageView
@@ -73,9 +75,42 @@ _FLAGS = tuple(TraceFlags(f) for f in range(256))
 _SAMPLED = TraceFlags.SAMPLED
 
 
+_new_tuple = tuple.__new__
+
+
+def _tuple_layout() -> bool:
+    """Whether ``SpanContext`` is the tuple (trace id, span id, remote, flags, state,
+    valid) that OpenTelemetry 1.x makes it: then the middleware builds and reads the
+    contexts of unsampled messages as tuples, not through ``__new__`` and six properties
+    (a fifth of the per-message instructions of an unsampled process/publish pair)."""
+    fields = (1, 2, True, _FLAGS[1], DEFAULT_TRACE_STATE, True)
+    probe = SpanContext(*fields[:5])
+    built = _new_tuple(SpanContext, fields)
+    read = (built.trace_id, built.span_id, built.is_remote, built.trace_flags)
+    return tuple(probe) == fields and (*read, built.trace_state, built.is_valid) == fields
+
+
+_AS_TUPLE = _tuple_layout()
+
+
+def _properties(ctx: SpanContext) -> tuple[int, int, TraceFlags, TraceState, bool]:
+    return ctx.trace_id, ctx.span_id, ctx.trace_flags, ctx.trace_state, ctx.is_valid
+
+
+_fields: Callable[[SpanContext], tuple[int, int, TraceFlags, TraceState, bool]] = (
+    itemgetter(0, 1, 3, 4, 5) if _AS_TUPLE else _properties
+)
+"""(trace id, span id, flags, state, valid) of a ``SpanContext``: one C call where the
+layout allows, instead of five property calls."""
+
+
+_FORMAT = "00-%032x-%016x-%02x"
+"""``traceparent`` by %-formatting: a third of an f-string's time with three format
+specs."""
+
+
 def format_traceparent(ctx: SpanContext) -> str:
-    # %-formatting: a third of the f-string's time with three format specs
-    return "00-%032x-%016x-%02x" % (ctx.trace_id, ctx.span_id, ctx.trace_flags)  # noqa: UP031
+    return _FORMAT % (ctx.trace_id, ctx.span_id, ctx.trace_flags)
 
 
 def _parse(value: Any) -> tuple[int, int, int] | None:
@@ -120,8 +155,10 @@ class TracingMiddleware:
         self.processed: dict[str, Callable[[float], None]] = {}
         """Per channel: records a processing duration of a message that succeeded."""
         self._new_span_id = unsampled_child_ids(telemetry.tracer_provider)
-        """Span ids for children of unsampled parents, made here (None: the sampler may
-        record such a child, every span goes through the SDK)."""
+        """Span ids for children of unsampled parents, whose contexts are made here
+        without a span object or the SDK's sampling work: ``ParentBased`` with its
+        default delegates drops them anyway (None: the sampler may record such a child,
+        every span goes through the SDK)."""
         self.roots = RootSampling.of(self.tracer)
         """Root sampling decided here (None: by the SDK for every root)."""
 
@@ -149,17 +186,6 @@ class TracingMiddleware:
             add(seconds)
         else:
             self.record_duration(channel, attrs, failed, seconds)
-
-    def unsampled_child(
-        self, trace_id: int, flags: int, state: TraceState | None
-    ) -> SpanContext | None:
-        """The context of a child of a parent in trace ``trace_id`` with ``flags``, when
-        the parent is not sampled and the sampler drops its children anyway
-        (``ParentBased`` with its default delegates): made here, without a span object
-        or the SDK's sampling work. Else None."""
-        if self._new_span_id is None or flags & TraceFlags.SAMPLED:
-            return None
-        return SpanContext(trace_id, self._new_span_id(), False, _FLAGS[flags], state)
 
     def __call__(self, msg: Any, /, *, context: ContextRepo) -> _Tracing:
         return _Tracing(msg, context=context, owner=self)
@@ -199,12 +225,20 @@ class _Tracing(RecordError):
         state = _trace_state(state) if state else None
         new_span_id = owner._new_span_id
         span: Span
+        recording = True
         if parsed is not None and new_span_id is not None and not parsed[2] & _SAMPLED:
             # the common case under head sampling: one context, no parent span object
-            # (what unsampled_child() makes, written out: this runs for every message)
+            # (see _new_span_id; written out: this runs for every message)
             tid, _, flags = parsed
-            span = NonRecordingSpan(SpanContext(tid, new_span_id(), False, _FLAGS[flags], state))
+            if _AS_TUPLE:
+                own = (tid, new_span_id(), False, _FLAGS[flags], state or DEFAULT_TRACE_STATE, True)
+                span = NonRecordingSpan(_new_tuple(SpanContext, own))
+            else:  # another OpenTelemetry's SpanContext layout
+                span = NonRecordingSpan(
+                    SpanContext(tid, new_span_id(), False, _FLAGS[flags], state)
+                )
             ctx = current.with_span(span)
+            recording = False
         else:
             parent = None
             if parsed is not None:
@@ -234,7 +268,8 @@ class _Tracing(RecordError):
             raise
         finally:
             current.detach(token)
-            span.end()
+            if recording:  # a NonRecordingSpan's end() does nothing
+                span.end()
             seconds = time.perf_counter() - started
             add = owner.processed.get(channel) if failed is None else None
             if add is None:
@@ -245,18 +280,24 @@ class _Tracing(RecordError):
     async def publish_scope(self, call_next: Callable[[Any], Awaitable[Any]], cmd: Any) -> Any:
         owner = self.owner
         up = current.current_span_context()
-        after_process = not up.is_valid and self._process is not None
+        trace_id, _, flags, state, valid = _fields(up)
+        after_process = not valid and self._process is not None
         if after_process:
             # a reply is published after the process scope has left: parent it explicitly
             assert self._process is not None
             up = self._process.get_span_context()
-        if up.is_valid:
-            child = owner.unsampled_child(up.trace_id, up.trace_flags, up.trace_state)
-        else:  # a root: the sampler decides
-            child = None if owner.roots is None else owner.roots.dropped_root()
-        if child is not None:
-            _inject(cmd, child)
-            return await call_next(cmd)
+            trace_id, _, flags, state, valid = _fields(up)
+        if valid:
+            if owner._new_span_id is not None and not flags & _SAMPLED:
+                # a child of an unsampled parent (see _new_span_id)
+                span_id = owner._new_span_id()
+                cmd.headers = _with_traceparent(cmd.headers, trace_id, span_id, flags, state)
+                return await call_next(cmd)
+        elif owner.roots is not None:  # a root: the sampler decides
+            root = owner.roots.dropped_root()
+            if root is not None:
+                _inject(cmd, root)
+                return await call_next(cmd)
         channel = owner.provider.get_publish_destination_name(cmd)
         parent = None
         if after_process:
@@ -283,12 +324,21 @@ class _Tracing(RecordError):
 
 
 def _inject(cmd: Any, ctx: SpanContext) -> None:
-    if ctx.is_valid:
-        headers = dict(cmd.headers or {})
-        headers[TRACEPARENT] = format_traceparent(ctx)
-        if ctx.trace_state:
-            headers[TRACESTATE] = ctx.trace_state.to_header()
-        cmd.headers = headers
+    trace_id, span_id, flags, state, valid = _fields(ctx)
+    if valid:
+        cmd.headers = _with_traceparent(cmd.headers, trace_id, span_id, flags, state)
+
+
+def _with_traceparent(
+    given: dict[str, Any] | None, trace_id: int, span_id: int, flags: int, state: TraceState
+) -> dict[str, Any]:
+    """A copy of ``given`` headers (the caller's dict stays as it was) with the W3C
+    context of span ``span_id``."""
+    headers = dict(given) if given else {}
+    headers[TRACEPARENT] = _FORMAT % (trace_id, span_id, flags)
+    if state is not DEFAULT_TRACE_STATE and state:
+        headers[TRACESTATE] = state.to_header()
+    return headers
 
 
 def _failed(span: Span, exc: Exception) -> None:
