@@ -38,7 +38,6 @@ from msgcore.message import MessageView
 from msgcore.store import JobStatus, Store, store_for
 from msgcore.store.base import AttemptOutcome
 from msgcore.store.cache import CacheCheck, CacheFill
-from msgcore.telemetry.current import current_span
 from msgcore.telemetry.naming import (
     ATTR_ATTEMPT,
     ATTR_CACHE,
@@ -373,7 +372,7 @@ class _JobMiddleware(RecordError):
         if job_id:
             # inside the transport's process span (the tracing middleware is outermost
             # and sets the channel and attempt)
-            span = current_span()
+            span = trace.get_current_span()
             if span.is_recording():
                 span.set_attribute(ATTR_JOB_ID, str(job_id))
         key = self._cache_key(tracked, msg)
@@ -398,7 +397,7 @@ class _JobMiddleware(RecordError):
         key = lock.lock_key(self._body_value(msg))
         store = await self.tracker.store()
         holder = f"job {job_id} on {worker_id()}" if job_id else f"message on {worker_id()}"
-        span = current_span()
+        span = trace.get_current_span()
         try:
             held = await acquire(store, key, holder=holder, lease=lock.lease, wait=lock.wait)
         except LockTimeoutError as exc:
@@ -452,7 +451,7 @@ class _JobMiddleware(RecordError):
         assert tracked.cache is not None
         store = await self.tracker.store()
         bypass = bool(msg.headers.get(HEADER_CACHE_BYPASS))
-        span = current_span()
+        span = trace.get_current_span()
         if not bypass:
             found = await store.cache_lookup(key, now=time.time())
             if found is not None:
@@ -508,7 +507,7 @@ class _JobMiddleware(RecordError):
             job_id=job_id,
             doing="starting its attempt",
         )
-        span = current_span()
+        span = trace.get_current_span()
         if record.done:
             if record.cached:
                 span.set_attribute(ATTR_CACHE, "hit")
@@ -651,7 +650,7 @@ class _JobMiddleware(RecordError):
         fill: CacheFill | None,
     ) -> None:
         status = JobStatus.DEAD if dead else JobStatus.RETRYING
-        span = current_span()
+        span = trace.get_current_span()
         if dead and self.tracker.metrics is not None:
             self.tracker.metrics.dead_letters.add(1)
         if dead and span.is_recording():

@@ -21,20 +21,13 @@ from opentelemetry.context import Context
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import (
     INVALID_SPAN,
+    INVALID_SPAN_CONTEXT,
     NonRecordingSpan,
     Span,
     SpanContext,
 )
 
-__all__ = [
-    "SPAN_KEY",
-    "attach",
-    "current_span",
-    "current_span_context",
-    "detach",
-    "get_current",
-    "with_span",
-]
+__all__ = ["SPAN_KEY", "attach", "current_span_context", "detach", "get_current", "with_span"]
 
 SPAN_KEY: str = next(iter(trace.set_span_in_context(INVALID_SPAN, Context())))
 """The key the trace API keeps the current span under (taken from the API itself)."""
@@ -68,22 +61,17 @@ _SPAN_TYPES: set[type] = {NonRecordingSpan}
 (a Python-level call) for every publish."""
 
 
-def current_span() -> Span:
-    """``trace.get_current_span()``."""
+def current_span_context() -> SpanContext:
+    """``trace.get_current_span().get_span_context()``."""
     span = get_current().get(SPAN_KEY)
     if span is None:  # before the ABC check: most contexts hold no span
-        return INVALID_SPAN
+        return INVALID_SPAN_CONTEXT
     kind = type(span)
     if kind not in _SPAN_TYPES:
         if not isinstance(span, Span):
-            return INVALID_SPAN
+            return INVALID_SPAN_CONTEXT
         _SPAN_TYPES.add(kind)
-    return cast(Span, span)
-
-
-def current_span_context() -> SpanContext:
-    """``trace.get_current_span().get_span_context()``."""
-    return current_span().get_span_context()
+    return cast(Span, span).get_span_context()
 
 
 def with_span(span: Span, parent: Context | None = None) -> Context:
