@@ -64,6 +64,9 @@ class _Point:
     attributes: dict[str, Any]
     start_ns: int
     buckets: list[int]
+    bounds: tuple[float, ...]
+    lock: threading.Lock
+    """The histogram's: ``add`` and the reader's ``collect`` take it."""
     count: int = 0
     total: float = 0.0
     low: float = float("inf")
@@ -75,14 +78,15 @@ class _Point:
         self.count, self.total, self.low, self.high = 0, 0.0, float("inf"), float("-inf")
         self.buckets = [0] * len(self.buckets)
 
-    def add(self, seconds: float, bounds: tuple[float, ...]) -> None:
-        """Count one measurement (under the histogram's lock)."""
-        self.count += 1
-        self.processed += 1
-        self.total += seconds
-        self.low = min(self.low, seconds)
-        self.high = max(self.high, seconds)
-        self.buckets[bisect_left(bounds, seconds)] += 1
+    def add(self, seconds: float) -> None:
+        """Count one measurement (the caller does not hold the lock)."""
+        with self.lock:
+            self.count += 1
+            self.processed += 1
+            self.total += seconds
+            self.low = min(self.low, seconds)
+            self.high = max(self.high, seconds)
+            self.buckets[bisect_left(self.bounds, seconds)] += 1
 
 
 @dataclass
@@ -102,32 +106,21 @@ class DurationHistogram:
         """Count ``seconds`` under ``attributes`` (``key`` names the attribute set: the
         caller knows it, so no hashing of the attributes themselves)."""
         with self._lock:
-            self._point(key, attributes).add(seconds, self.bounds)
+            point = self._point(key, attributes)
+        point.add(seconds)
 
     def adder(self, key: Hashable, attributes: Mapping[str, Any]) -> Callable[[float], None]:
         """``record(key, attributes, seconds)`` as ``add(seconds)``: the point looked up
-        once (per channel, for every message it processes)."""
+        once (per channel, for every message it processes); one Python call a message."""
         with self._lock:
-            point = self._point(key, attributes)
-        lock, bounds = self._lock, self.bounds
-
-        def add(seconds: float) -> None:
-            # _Point.add written out: this runs for every message processed
-            with lock:
-                point.count += 1
-                point.processed += 1
-                point.total += seconds
-                point.low = min(point.low, seconds)
-                point.high = max(point.high, seconds)
-                point.buckets[bisect_left(bounds, seconds)] += 1
-
-        return add
+            return self._point(key, attributes).add
 
     def _point(self, key: Hashable, attributes: Mapping[str, Any]) -> _Point:
         """``key``'s point, made on first use (the caller holds the lock)."""
         point = self._points.get(key)
         if point is None:
-            point = _Point(dict(attributes), time.time_ns(), [0] * (len(self.bounds) + 1))
+            buckets = [0] * (len(self.bounds) + 1)
+            point = _Point(dict(attributes), time.time_ns(), buckets, self.bounds, self._lock)
             self._points[key] = point
         return point
 
