@@ -81,7 +81,7 @@ _new_tuple = tuple.__new__
 def _tuple_layout() -> bool:
     """Whether ``SpanContext`` is the tuple (trace id, span id, remote, flags, state,
     valid) that OpenTelemetry 1.x makes it: then the middleware builds and reads the
-    contexts of unsampled messages as tuples, not through ``__new__`` and six properties
+    contexts of unsampled messages as tuples, not through ``__new__`` and five properties
     (a fifth of the per-message instructions of an unsampled process/publish pair)."""
     fields = (1, 2, True, _FLAGS[1], DEFAULT_TRACE_STATE, True)
     probe = SpanContext(*fields[:5])
