@@ -31,6 +31,7 @@ from msgcore.exceptions import (
     StorageFullError,
     StoreUnavailableError,
 )
+from msgcore.heap import freeze_startup_heap
 from msgcore.jobs import ALL, FIRST, Client, Job, ReturnWhen, SyncClient, SyncJob, WaitResult
 from msgcore.locks import HeldLock, LockPolicy
 from msgcore.message import Message, MessageView
@@ -112,6 +113,7 @@ __all__ = [
     "__version__",
     "create_app",
     "create_broker",
+    "freeze_startup_heap",
     "open_store",
     "redact_url",
     "store_for",

@@ -10,6 +10,7 @@ from faststream import FastStream
 
 from msgcore.adapters import adapter_for
 from msgcore.adapters.base import TransportAdapter
+from msgcore.heap import freeze_startup_heap
 from msgcore.jobs.tracking import JobTracker
 from msgcore.lifecycle import with_lifecycle
 from msgcore.logs import show_in_service
@@ -144,7 +145,8 @@ def create_app(*routers: Router, settings: Settings | None = None, **app_kwargs:
     ``faststream run module:app`` picks the transport from ``MSGCORE_URL``. Once the app
     runs, msgcore's own log lines go to stdout beside FastStream's, unless the
     application configured logging itself (``msgcore.logs``); importing a module that
-    builds an app (a client does) changes no logging.
+    builds an app (a client does) changes no logging. Once it has started, the objects
+    made so far leave full garbage collections (``Settings.gc_freeze``).
     """
     settings = settings or Settings()
     app = FastStream(create_broker(*routers, settings=settings), **app_kwargs)
@@ -154,4 +156,6 @@ def create_app(*routers: Router, settings: Settings | None = None, **app_kwargs:
         show_in_service(log_messages=log_messages)
 
     app.on_startup(show_logs)
+    if settings.gc_freeze:
+        app.after_startup(freeze_startup_heap)
     return app
