@@ -4,8 +4,8 @@
                               [--loop uvloop|asyncio]
 
 Each side runs in a fresh process of its own (``gc.freeze`` is once per process): a
-``create_app`` worker started as ``faststream run`` starts it (its after-startup hook
-freezes the heap unless ``gc_freeze`` is off) and a ``Client`` in the same process that
+``create_app`` worker run as ``faststream run`` runs it (``app.run()``; its after-startup
+hook freezes the heap unless ``gc_freeze`` is off) and a ``Client`` in the same process that
 submits N jobs in batches of 500 and waits for them. Timed from the first submit to the
 last result; every collection in that window is timed through ``gc.callbacks``. The table
 gives the full (generation 2) collections, their longest and total pause, the young ones'
@@ -16,6 +16,7 @@ alternates too.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import statistics
@@ -81,7 +82,12 @@ async def side(args: argparse.Namespace) -> dict[str, Any]:
     app = create_app(router, settings=settings)
     pauses = _Pauses()
     try:
-        await app.start()
+        running = asyncio.create_task(app.run())  # as `faststream run` runs it
+        while not getattr(app, "running", False):
+            if running.done():
+                await running  # its start-up error
+                raise SystemExit("the app stopped before it started")
+            await asyncio.sleep(0.01)
         try:
             async with Client(settings=settings) as client:
                 await (await client.submit(channel, -1)).result(timeout=60)  # warm-up
@@ -93,7 +99,8 @@ async def side(args: argparse.Namespace) -> dict[str, Any]:
                 pauses.on = False
                 assert len(result.completed) == args.n, result.counts()
         finally:
-            await app.stop()
+            app.exit()
+            await running
     finally:
         await cleanup(settings, tag, {channel}, group="bench")
     return {

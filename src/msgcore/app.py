@@ -139,17 +139,30 @@ def _tie_to_broker(broker: Any, tracker: JobTracker) -> None:
     broker.msgcore_jobs = tracker
 
 
+class _ServiceApp(FastStream):
+    """A ``FastStream`` app that knows whether it runs as a service: ``run()`` is what
+    ``faststream run`` (and ``asyncio.run(app.run())``) calls; ``TestApp`` only starts
+    it, inside a test process whose heap is not the app's to freeze."""
+
+    as_service = False
+
+    async def run(self, *args: Any, **kwargs: Any) -> None:
+        self.as_service = True
+        await super().run(*args, **kwargs)
+
+
 def create_app(*routers: Router, settings: Settings | None = None, **app_kwargs: Any) -> FastStream:
     """A ``faststream.FastStream`` app for ``create_broker(*routers, settings=settings)``.
 
     ``faststream run module:app`` picks the transport from ``MSGCORE_URL``. Once the app
     runs, msgcore's own log lines go to stdout beside FastStream's, unless the
     application configured logging itself (``msgcore.logs``); importing a module that
-    builds an app (a client does) changes no logging. Once it has started, the objects
-    made so far leave full garbage collections (``Settings.gc_freeze``).
+    builds an app (a client does) changes no logging. Once it runs (``app.run()``, as
+    ``faststream run`` does; not under ``TestApp``) and has started, the objects made so
+    far leave full garbage collections (``Settings.gc_freeze``).
     """
     settings = settings or Settings()
-    app = FastStream(create_broker(*routers, settings=settings), **app_kwargs)
+    app = _ServiceApp(create_broker(*routers, settings=settings), **app_kwargs)
     log_messages = settings.log_messages
 
     def show_logs() -> None:
@@ -157,5 +170,10 @@ def create_app(*routers: Router, settings: Settings | None = None, **app_kwargs:
 
     app.on_startup(show_logs)
     if settings.gc_freeze:
-        app.after_startup(freeze_startup_heap)
+
+        def freeze() -> None:
+            if app.as_service:
+                freeze_startup_heap()
+
+        app.after_startup(freeze)
     return app

@@ -27,11 +27,12 @@ def freeze_startup_heap() -> int:
     """Collect once, then move every object alive now out of future collections
     (``gc.freeze()``); returns how many objects that was.
 
-    For a long-running process, once it has started: ``create_app`` calls it after the
-    app's start-up unless ``Settings.gc_freeze`` is off. Runs once per process (0 on
-    later calls): an object frozen here and dropped later is never collected if it sits in
-    a reference cycle, so freezing again after each start of an app that is started and
-    stopped many times in one process (tests) would keep every stopped broker.
+    For a long-running process, once it has started: an app from ``create_app`` calls it
+    after its start-up when it runs as a service (``app.run()``, as ``faststream run``
+    does), unless ``Settings.gc_freeze`` is off. Runs once per process (0 on later calls):
+    an object frozen here and dropped later is never collected if it sits in a reference
+    cycle, so freezing again at each start of an app run many times in one process would
+    keep every stopped broker.
     """
     if _FROZEN[0]:
         return 0

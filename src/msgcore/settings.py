@@ -178,9 +178,10 @@ class Settings(BaseSettings):
     log_messages: bool = True
     """FastStream's per-message log lines (they cost throughput; see docs/benchmarks.md)."""
     gc_freeze: bool = True
-    """Once an app from ``create_app`` has started, keep the objects its imports and
-    start-up made out of full garbage collections (``msgcore.freeze_startup_heap``):
-    shorter pauses of every handler in the process (docs/declare-once.md)."""
+    """Once an app from ``create_app`` runs as a service (``faststream run``) and has
+    started, keep the objects its imports and start-up made out of full garbage collections
+    (``msgcore.freeze_startup_heap``): shorter pauses of every handler in the process
+    (docs/declare-once.md)."""
 
     sqlite: SqliteSettings = Field(default_factory=SqliteSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
