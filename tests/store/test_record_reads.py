@@ -88,3 +88,26 @@ def test_evolve_makes_what_dataclasses_replace_makes() -> None:
     assert vars(FULL)["status"] is JobStatus.DEAD  # the original is untouched
     with pytest.raises(TypeError, match="no field"):
         FULL.evolve(colour="red")
+
+
+def test_a_completed_outcome_is_the_one_the_dataclass_makes() -> None:
+    from msgcore.store.base import AttemptOutcome, completed_outcome
+    from msgcore.store.cache import CacheFill
+
+    fill = CacheFill("key", "orders", 60.0, None)
+    made = completed_outcome(2, 5.0, 30.0, b"[1]", fill)
+    expected = AttemptOutcome(
+        status=JobStatus.COMPLETED,
+        attempt=2,
+        now=5.0,
+        retention=30.0,
+        result=b"[1]",
+        has_result=True,
+        cache=fill,
+    )
+    assert vars(made) == vars(expected)
+    assert made == expected and hash(made) == hash(expected)
+    assert made.terminal is True
+    # every field is set: a field added to the dataclass without a default fails here
+    names = {f.name for f in dataclasses.fields(AttemptOutcome)}
+    assert set(vars(made)) == names

@@ -11,7 +11,6 @@ result is published onward instead) and a running one simply starts its next att
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -36,7 +35,7 @@ from msgcore.locks.lock import acquire
 from msgcore.locks.policy import ChannelLock
 from msgcore.message import MessageView
 from msgcore.store import JobStatus, Store, store_for
-from msgcore.store.base import AttemptOutcome
+from msgcore.store.base import AttemptOutcome, completed_outcome
 from msgcore.store.cache import CacheCheck, CacheFill
 from msgcore.telemetry.naming import (
     ATTR_ATTEMPT,
@@ -52,6 +51,7 @@ from msgcore.telemetry.naming import (
 if TYPE_CHECKING:
     from faststream._internal.context.repository import ContextRepo
     from faststream.message import StreamMessage
+    from opentelemetry.trace import Tracer
 
     from msgcore.router import SubscriberDeclaration
     from msgcore.settings import Settings
@@ -535,35 +535,39 @@ class _JobMiddleware(RecordError):
                 keeper.stop()
         finished = time.time()
         tracker.maybe_purge(store)
-        completion = AttemptOutcome(
-            status=JobStatus.COMPLETED,
-            attempt=attempt,
-            now=finished,
-            retention=tracker.retention,
-            result=encode_result(result),
-            has_result=True,
-            cache=fill,
+        completion = completed_outcome(
+            attempt, finished, tracker.retention, encode_result(result), fill
         )
-        logger.debug(
-            "job %s completed on attempt %d in %.1f ms",
-            job_id,
-            attempt,
-            (finished - started) * 1000,
-            extra={"job_id": job_id, "correlation_id": msg.correlation_id},
-        )
-        with self._complete_span(tracked.channel, job_id, attempt):
-            # On the SQLite transport's own file the record joins the transaction of
-            # the ack that follows (never a later one): atomic with the settlement.
-            queued = store.queue_finish_attempt(job_id, completion)
-            if queued is not None:
-                queued.add_done_callback(partial(_check_recorded, job_id, attempt))
-            elif not await through_store_outage(
-                lambda: store.finish_attempt(job_id, completion, alone=self._alone(tracked)),
-                job_id=job_id,
-                doing="recording its result",
-            ):
-                _late_duplicate(job_id, attempt)
+        if logger.isEnabledFor(logging.DEBUG):  # its extra dict is built per job otherwise
+            logger.debug(
+                "job %s completed on attempt %d in %.1f ms",
+                job_id,
+                attempt,
+                (finished - started) * 1000,
+                extra={"job_id": job_id, "correlation_id": msg.correlation_id},
+            )
+        tracer = tracker.tracer
+        if tracer is None:
+            await self._record_completion(store, tracked, job_id, attempt, completion)
+        else:
+            with self._complete_span(tracer, tracked.channel, job_id, attempt):
+                await self._record_completion(store, tracked, job_id, attempt, completion)
         return result
+
+    async def _record_completion(
+        self, store: Store, tracked: _Tracked, job_id: str, attempt: int, done: AttemptOutcome
+    ) -> None:
+        # On the SQLite transport's own file the record joins the transaction of the
+        # ack that follows (never a later one): atomic with the settlement.
+        queued = store.queue_finish_attempt(job_id, done)
+        if queued is not None:
+            queued.add_done_callback(partial(_check_recorded, job_id, attempt))
+        elif not await through_store_outage(
+            lambda: store.finish_attempt(job_id, done, alone=self._alone(tracked)),
+            job_id=job_id,
+            doing="recording its result",
+        ):
+            _late_duplicate(job_id, attempt)
 
     def _alone(self, tracked: _Tracked) -> bool:
         """No other job can have a write to commit with this one's: this is the only
@@ -575,11 +579,8 @@ class _JobMiddleware(RecordError):
         if self.tracker.metrics is not None:
             self.tracker.metrics.cache(channel, outcome)
 
-    def _complete_span(self, channel: str, job_id: str, attempt: int) -> Any:
+    def _complete_span(self, tracer: Tracer, channel: str, job_id: str, attempt: int) -> Any:
         """``"{channel} complete"``: the job's result recorded (its end in the trace)."""
-        tracer = self.tracker.tracer
-        if tracer is None:
-            return contextlib.nullcontext()
         return tracer.start_as_current_span(
             f"{channel} complete",
             kind=trace.SpanKind.INTERNAL,

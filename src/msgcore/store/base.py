@@ -146,6 +146,31 @@ class AttemptOutcome:
         return self.status in TERMINAL
 
 
+_OUTCOME_DEFAULTS = {f.name: f.default for f in fields(AttemptOutcome) if f.default is not MISSING}
+
+
+def completed_outcome(
+    attempt: int, now: float, retention: float | None, result: bytes | None, cache: CacheFill | None
+) -> AttemptOutcome:
+    """``AttemptOutcome(COMPLETED, attempt, now, retention, result=result,
+    has_result=True, cache=cache)``, filled in place: the frozen ``__init__`` sets each
+    of the ten fields through ``object.__setattr__`` (~1.4 µs against ~0.4 here, on
+    every successful job). tests/store pins the two to the same result."""
+    outcome: AttemptOutcome = _new_record(AttemptOutcome)
+    filled = outcome.__dict__
+    filled.update(
+        _OUTCOME_DEFAULTS,
+        status=JobStatus.COMPLETED,
+        attempt=attempt,
+        now=now,
+        retention=retention,
+        result=result,
+        has_result=True,
+        cache=cache,
+    )
+    return outcome
+
+
 @dataclass(frozen=True)
 class FeedEvent:
     """A terminal transition, as the completion feed reports it."""
