@@ -237,6 +237,7 @@ def test_bad_input_unknown_ids_and_timeouts(tmp_path: Path, unique: str) -> None
         no_reply,
         listed,
         no_store_job,
+        no_store_list,
     ) = parallel(
         cli("submit", nobody, "{not json"),
         cli("job", "no-such-job"),
@@ -247,6 +248,7 @@ def test_bad_input_unknown_ids_and_timeouts(tmp_path: Path, unique: str) -> None
         cli("request", nobody, '"ping"', "--timeout", "0.5"),
         cli("jobs", "--status", "pending", "--json"),
         lambda: msgcore("job", "x", env={"MSGCORE_URL": f"sqlite:///{tmp_path / 'none.db'}"}),
+        lambda: msgcore("jobs", "--json", env={"MSGCORE_URL": f"sqlite:///{tmp_path / 'none.db'}"}),
     )
 
     assert bad_json.returncode == 1
@@ -305,8 +307,15 @@ def test_bad_input_unknown_ids_and_timeouts(tmp_path: Path, unique: str) -> None
     assert waiting.returncode == 130, interrupted
     assert interrupted == "error: interrupted; the jobs go on: wait for them again\n"
 
-    # a SQLite store that does not exist: no job, and the file is not created by a read
+    # a SQLite store that does not exist: no job, and the file is not created by a read;
+    # the line names the file, which is most often a mistyped URL or another directory
     assert no_store_job.returncode == 1
+    one_error_line(no_store_job)
+    assert no_store_job.stderr.startswith("error: No job 'x': there is no store file at ")
+    assert str(tmp_path / "none.db") in no_store_job.stderr
+    assert no_store_list.returncode == 0  # listing nothing is not an error
+    assert json.loads(no_store_list.stdout) == []
+    assert no_store_list.stderr.startswith("note: No jobs: there is no store file at ")
     assert not (tmp_path / "none.db").exists()
 
 
