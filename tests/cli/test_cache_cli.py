@@ -98,3 +98,25 @@ def test_bad_url_is_a_usage_error() -> None:
     assert "pw@" not in done.stderr
     assert "Cannot pick a transport" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_store_file_that_does_not_exist_is_named_and_not_created(tmp_path: Path) -> None:
+    """A mistyped SQLite URL must not read as an empty store, nor leave a new file."""
+    typo = tmp_path / "typo.db"
+    env = {"MSGCORE_URL": f"sqlite:///{typo}"}
+    for args in (
+        ("cache", "stats"),
+        ("cache", "stats", "--json"),
+        ("cache", "clear", "--json"),
+        ("locks",),
+        ("locks", "--json"),
+    ):
+        done = msgcore(*args, env=env)
+        assert done.returncode == 0, (args, done.stderr)  # nothing to show is not an error
+        assert done.stderr.startswith("note: "), (args, done.stderr)
+        assert f"there is no store file at {typo}" in done.stderr
+        if "--json" in args:
+            assert json.loads(done.stdout) in ([], {"deleted": 0, "channel": None})
+        else:
+            assert done.stdout == ""
+    assert not typo.exists()

@@ -7,7 +7,15 @@ from dataclasses import asdict
 import typer
 from rich.markup import escape
 
-from msgcore.cli.common import console, print_json, run, settings
+from msgcore.cli.common import (
+    console,
+    missing_store,
+    no_store_text,
+    note,
+    print_json,
+    run,
+    settings,
+)
 from msgcore.cli.options import Channel, Json, StoreUrl, Url
 from msgcore.cli.tables import Col, fitted_table
 from msgcore.settings import Settings
@@ -45,12 +53,16 @@ def stats(
 ) -> None:
     """Hits, misses, joins, entries and size per cached channel."""
     config = settings(url, store_url)
-    found = run(_stats(config, channel))
+    missing = missing_store(config)
+    found = [] if missing is not None else run(_stats(config, channel))
+    if missing is not None:
+        note(f"Nothing cached: {no_store_text(config, missing)}")
     if json:
         print_json([{**asdict(s), "hit_ratio": round(s.hit_ratio, 4)} for s in found])
         return
     if not found:
-        console.print("No cached channels in this store.")
+        if missing is None:
+            console.print("No cached channels in this store.")
         return
     rows = [
         (
@@ -86,7 +98,10 @@ def clear(
 ) -> None:
     """Delete cached results (of one channel) and zero the counters."""
     config = settings(url, store_url)
-    deleted = run(_clear(config, channel))
+    missing = missing_store(config)
+    deleted = 0 if missing is not None else run(_clear(config, channel))
+    if missing is not None:
+        note(f"Nothing to clear: {no_store_text(config, missing)}")
     if json:
         print_json({"deleted": deleted, "channel": channel})
     else:

@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
@@ -16,8 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from msgcore.exceptions import ConfigurationError, MsgcoreError, StorageError
-from msgcore.settings import Settings
-from msgcore.urls import redact_url
+from msgcore.settings import Settings, transport_of
+from msgcore.urls import parse_sqlite_url, redact_url
 
 if TYPE_CHECKING:
     from msgcore.jobs.client import Client
@@ -31,6 +32,9 @@ __all__ = [
     "connected_client",
     "console",
     "fail",
+    "missing_store",
+    "no_store_text",
+    "note",
     "print_json",
     "quiet_libraries",
     "read_payload",
@@ -77,6 +81,37 @@ def settings(url: str | None, store_url: str | None) -> Settings:
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     errors.print(f"[red]error:[/red] {redact_url(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def note(message: str) -> None:
+    """A ``note:`` line on stderr (stdout stays the command's output, JSON with --json)."""
+    errors.print(f"[yellow]note:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def missing_store(config: Settings) -> Path | None:
+    """The absolute path of a SQLite job store whose file does not exist (None: it exists,
+    or the store is Redis). Such a store holds nothing: reading commands say so instead of
+    opening it, which would create the file (with RabbitMQ, by default
+    ./msgcore-store.db in whatever directory the command runs)."""
+    from msgcore.store import store_url_for
+
+    url = store_url_for(config)
+    if transport_of(url) != "sqlite":
+        return None
+    path = Path(parse_sqlite_url(url).path)
+    return None if path.exists() else path.absolute()
+
+
+def no_store_text(config: Settings, missing: Path) -> str:
+    """Why a store that does not exist holds nothing: most often a mistyped URL or a
+    command run from another directory."""
+    from msgcore.store import store_url_for
+
+    return (
+        f"there is no store file at {missing} ({redact_url(store_url_for(config))}). "
+        "Check MSGCORE_URL / --url (or MSGCORE_STORE_URL / --store-url): a relative path "
+        "is taken from the working directory."
+    )
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

@@ -43,6 +43,9 @@ from msgcore.cli.common import (
     console,
     errors,
     fail,
+    missing_store,
+    no_store_text,
+    note,
     print_json,
     quiet_libraries,
     read_payload,
@@ -53,9 +56,9 @@ from msgcore.cli.options import StoreUrl, Url
 from msgcore.cli.tables import Col, compact_time, fitted_table
 from msgcore.exceptions import JobFailed, RequestTimeoutError
 from msgcore.jobs.job import Job
-from msgcore.settings import Settings, transport_of
+from msgcore.settings import Settings
 from msgcore.store import JobRecord, JobStatus, store_for, store_url_for
-from msgcore.urls import parse_sqlite_url, redact_url
+from msgcore.urls import redact_url
 
 __all__ = ["job_json", "register"]
 
@@ -213,32 +216,10 @@ def _complain(message: str) -> None:
     errors.print(f"[red]error:[/red] {text}", highlight=False, soft_wrap=True)
 
 
-def _no_store_yet(config: Settings) -> Path | None:
-    """The absolute path of a SQLite store whose file does not exist (None: it exists,
-    or the store is Redis). Such a store holds no jobs: reading commands say so instead of
-    opening it, which would create the file (with RabbitMQ, by default ./msgcore-store.db
-    in whatever directory the command runs)."""
-    url = store_url_for(config)
-    if transport_of(url) != "sqlite":
-        return None
-    path = Path(parse_sqlite_url(url).path)
-    return None if path.exists() else path.absolute()
-
-
-def _no_file(config: Settings, missing: Path) -> str:
-    """Why a store that does not exist holds nothing: most often a mistyped URL or a
-    command run from another directory."""
-    return (
-        f"there is no store file at {missing} ({redact_url(store_url_for(config))}). "
-        "Check MSGCORE_URL / --url (or MSGCORE_STORE_URL / --store-url): a relative path "
-        "is taken from the working directory."
-    )
-
-
 def _not_found(config: Settings, job_ids: list[str], missing: Path | None = None) -> str:
     which = ", ".join(repr(j) for j in job_ids)
     if missing is not None:
-        return f"No job {which}: {_no_file(config, missing)}"
+        return f"No job {which}: {no_store_text(config, missing)}"
     return (
         f"No job {which} in the store {redact_url(store_url_for(config))}: never submitted "
         "to it, or expired after its retention (MSGCORE_JOBS__RESULT_TTL)."
@@ -432,11 +413,10 @@ def list_jobs(
     if limit < 1:
         _fail(f"--limit must be at least 1, got {limit}")
     config = settings(url, store_url)
-    missing = _no_store_yet(config)
+    missing = missing_store(config)
     found = [] if missing is not None else run(_list(config, wanted, channel, limit))
     if missing is not None:  # on stderr: with --json, stdout stays one JSON document
-        note = escape(f"No jobs: {_no_file(config, missing)}")
-        errors.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
+        note(f"No jobs: {no_store_text(config, missing)}")
     if json:
         print_json([job_json(r) for r in found])
         return
@@ -488,7 +468,7 @@ def show_job(
     """
     quiet_libraries()
     config = settings(url, store_url)
-    missing = _no_store_yet(config)
+    missing = missing_store(config)
     record = None if missing is not None else run(_get(config, job_id))
     if record is None:
         _fail(_not_found(config, [job_id], missing))
@@ -564,7 +544,7 @@ def wait_jobs(
     _check_timeout(timeout)
     config = settings(url, store_url)
     unique = list(dict.fromkeys(job_ids))  # a repeated id is waited for once
-    if (missing := _no_store_yet(config)) is not None:
+    if (missing := missing_store(config)) is not None:
         _fail(_not_found(config, unique, missing))
     started = time.monotonic()
     found = _interruptible(

@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from msgcore.cli.common import console, print_json, run, settings
+from msgcore.cli.common import (
+    console,
+    missing_store,
+    no_store_text,
+    note,
+    print_json,
+    run,
+    settings,
+)
 from msgcore.cli.options import Json, StoreUrl, Url
 from msgcore.cli.tables import Col, fitted_table
 from msgcore.settings import Settings
@@ -31,7 +39,10 @@ def locks(
 ) -> None:
     """The locks held now: key, holder (job and worker) and when the lease runs out."""
     config = settings(url, store_url)
-    found = run(_held(config, prefix))
+    missing = missing_store(config)
+    found = [] if missing is not None else run(_held(config, prefix))
+    if missing is not None:
+        note(f"No locks: {no_store_text(config, missing)}")
     now = time.time()
     if json:
         print_json(
@@ -42,7 +53,8 @@ def locks(
         )
         return
     if not found:
-        console.print("No locks are held" + (f" under {prefix!r}." if prefix else "."))
+        if missing is None:
+            console.print("No locks are held" + (f" under {prefix!r}." if prefix else "."))
         return
     rows = [(escape(h.key), escape(h.holder), f"{max(h.expires_at - now, 0):.1f} s") for h in found]
     columns = (Col("key"), Col("holder"), Col("lease left", "figure"))
