@@ -140,6 +140,9 @@ def test_declaration_errors() -> None:
         router.subscriber("x", max_workers=0)
     with pytest.raises(ConfigurationError, match="channel"):
         router.subscriber("")
+    for bad_channel in ("", None):
+        with pytest.raises(ConfigurationError, match="channel name must be a non-empty string"):
+            router.publisher(bad_channel)  # type: ignore[arg-type]
     for bad in (-1, 1.5, True, "2"):
         with pytest.raises(ConfigurationError, match="prefetch must be"):
             router.subscriber("x", prefetch=bad)  # type: ignore[arg-type]

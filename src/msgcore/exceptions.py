@@ -9,6 +9,7 @@ password (URLs are redacted before they are formatted in).
     MsgcoreError
     ├── ConfigurationError
     │   └── InvalidURLError
+    ├── PayloadError                     (also a ValueError)
     ├── StorageError
     │   ├── DatabaseOpenError
     │   ├── DatabaseLockedError
@@ -53,6 +54,7 @@ __all__ = [
     "LockKeyError",
     "LockTimeoutError",
     "MsgcoreError",
+    "PayloadError",
     "PublishOutcomeUnknownError",
     "RequestTimeoutError",
     "SchemaVersionError",
@@ -72,6 +74,12 @@ class ConfigurationError(MsgcoreError):
 
 class InvalidURLError(ConfigurationError, ValueError):
     """A transport or store URL could not be understood."""
+
+
+class PayloadError(MsgcoreError, ValueError):
+    """A payload (or a header) cannot be encoded for the transport: it is not bytes, a
+    str, or a value JSON can hold after pydantic's conversions. Nothing was sent or
+    stored."""
 
 
 class StorageError(MsgcoreError):

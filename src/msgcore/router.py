@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pydantic_core import PydanticSerializationError
+
 from msgcore.cache.policy import CachePolicy
-from msgcore.exceptions import BrokerConnectionError, ConfigurationError
+from msgcore.exceptions import BrokerConnectionError, ConfigurationError, PayloadError
 from msgcore.locks.policy import LockPolicy
 from msgcore.retry import RetryPolicy
 from msgcore.urls import redact_url
@@ -86,6 +88,7 @@ class PublisherHandle:
         self.router = router
         self.channel = channel
         self.headers = dict(headers or {})
+        _check_channel(channel, "publisher")
         self.title = title
         self.description = description
         self.schema = schema
@@ -145,6 +148,8 @@ class PublisherHandle:
             )
         except bound.connection_errors as exc:
             raise _unreachable(bound, f"publish to channel {self.full_channel!r}", exc) from exc
+        except PydanticSerializationError as exc:
+            raise unencodable(self.full_channel, exc) from exc
 
     async def request(
         self,
@@ -170,6 +175,27 @@ class PublisherHandle:
             raise _unreachable(
                 bound, f"send a request to channel {self.full_channel!r}", exc
             ) from exc
+        except PydanticSerializationError as exc:
+            raise unencodable(self.full_channel, exc) from exc
+
+
+def _check_channel(channel: Any, what: str) -> None:
+    """A channel name every transport takes: a non-empty string, as subscribers ask (an
+    empty one made a stream named after the prefix on Redis, an empty routing key on
+    RabbitMQ, and an error on SQLite)."""
+    if not isinstance(channel, str) or not channel:
+        raise ConfigurationError(
+            f"A {what}'s channel name must be a non-empty string, got {channel!r}."
+        )
+
+
+def unencodable(channel: str, exc: Exception) -> PayloadError:
+    """The error of a payload (or header) the transport cannot encode."""
+    return PayloadError(
+        f"Cannot encode a message for channel {channel!r}: {exc}. Send bytes, a str, or "
+        "a value JSON can hold (dict, list, numbers, a pydantic model, a dataclass); "
+        "nothing was sent."
+    )
 
 
 def _unreachable(bound: BoundPublisher, action: str, exc: BaseException) -> BrokerConnectionError:

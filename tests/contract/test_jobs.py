@@ -15,10 +15,12 @@ import pytest
 from pydantic import BaseModel
 
 from msgcore import (
+    ConfigurationError,
     JobCancelledError,
     JobFailed,
     JobStatus,
     JobTimeoutError,
+    PayloadError,
     RetryPolicy,
     Router,
     open_store,
@@ -146,6 +148,35 @@ async def test_a_submit_whose_publish_fails_leaves_no_record(
 
         handle_.publish = publish  # type: ignore[method-assign]
         assert await (await client.submit(channel, 4)).result(timeout=10) == 4
+        assert calls.items == [4]
+
+
+async def test_a_payload_that_cannot_be_encoded_sends_and_stores_nothing(
+    transport: Transport, store_url: str | None, unique: str
+) -> None:
+    router = Router(prefix=f"{unique}.")
+    calls = Sink()
+
+    @router.subscriber("orders")
+    async def handle(n: int) -> int:
+        calls.add(n)
+        return n
+
+    async with running(transport, router, store_url) as client:
+        channel = f"{unique}.orders"
+        with pytest.raises(PayloadError, match=f"channel '{channel}'.*nothing was sent"):
+            await client.submit(channel, object())
+        # a batch is all or nothing: the good payloads before the bad one are not sent
+        with pytest.raises(PayloadError, match="Unable to serialize"):
+            await client.submit_many(channel, [1, 2, {"bad": object()}, 3])
+        with pytest.raises(PayloadError):
+            await client.request(channel, object(), timeout=1)
+        with pytest.raises(ConfigurationError, match="non-empty string"):
+            await client.submit("", 1)
+        assert await client.store.list_jobs(channel=channel) == []
+
+        assert await (await client.submit(channel, 4)).result(timeout=10) == 4
+        await asyncio.sleep(0.3)  # a message of the refused batch would have run by now
         assert calls.items == [4]
 
 

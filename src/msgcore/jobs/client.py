@@ -18,9 +18,11 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from faststream._internal.basic_types import SendableMessage
+from faststream.message.utils import encode_message
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
+from pydantic_core import PydanticSerializationError
 
 from msgcore.adapters import adapter_for
 from msgcore.cache.keys import cache_key, payload_value
@@ -38,7 +40,7 @@ from msgcore.jobs.outages import through_store_outage
 from msgcore.jobs.progress import WaitProgress
 from msgcore.jobs.tracking import worker_id
 from msgcore.locks.lock import HeldLock, acquire
-from msgcore.router import PublisherHandle, Router
+from msgcore.router import PublisherHandle, Router, unencodable
 from msgcore.settings import Settings, transport_of
 from msgcore.store import JobRecord, Store, store_for
 from msgcore.store.base import new_record
@@ -305,6 +307,10 @@ class Client:
         together = await self.store.create_jobs_publishing(records, send_all, fresh=fresh)
         if together is not None:
             return [Job(self, record) for record, _ in together]
+        if len(items) > 1:
+            # Here each message goes out on its own: a payload that cannot be encoded
+            # must stop the batch before any of it is sent.
+            self._check_encodable(channel, items)
         if fresh:
             # Fresh ids: no earlier job can hold them, so record and message go out at
             # once. A worker that is faster than the record creates it (start_attempt),
@@ -328,6 +334,20 @@ class Client:
                     await self.store.delete_jobs(made)
                 raise
         return [Job(self, record) for record, _ in stored]
+
+    def _check_encodable(
+        self, channel: str, items: Sequence[tuple[SendableMessage, str | None]]
+    ) -> None:
+        """``PayloadError`` if the broker's serializer cannot encode a payload."""
+        config = getattr(self._broker, "config", None)
+        serializer = getattr(getattr(config, "fd_config", None), "_serializer", None)
+        if serializer is None:  # not FastStream's layout: the publishes will tell
+            return
+        for payload, _ in items:
+            try:
+                encode_message(payload, serializer)
+            except PydanticSerializationError as exc:
+                raise unencodable(channel, exc) from exc
 
     async def _create_while(
         self, records: Sequence[JobRecord], send_all: Callable[[], Awaitable[None]]
