@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from msgcore import (
     ConfigurationError,
     Message,
+    PayloadError,
     RabbitSettings,
     RequestTimeoutError,
     RetryPolicy,
@@ -686,6 +687,31 @@ async def test_priority_is_refused(rabbit: Rabbit) -> None:
     async with rabbit.running(rabbit.broker(router)):
         with pytest.raises(ConfigurationError, match="quorum"):
             await prio.publish("urgent", priority=9)
+
+
+async def test_headers_amqp_cannot_carry_are_a_payload_error(rabbit: Rabbit) -> None:
+    router = Router()
+    channel = rabbit.channel("headers")
+    out = router.publisher(channel)
+    seen = Sink()
+
+    @router.subscriber(channel)
+    async def handle(body: str, msg: Message) -> str:
+        seen.add((body, msg.headers))
+        return body
+
+    async with rabbit.running(rabbit.broker(router)):
+        for bad in ({"k": object()}, {"k": {1, 2}}, {1: "a key that is not a str"}):
+            with pytest.raises(PayloadError, match=f"channel '{channel}' on RabbitMQ"):
+                await out.publish("x", headers=bad)  # type: ignore[arg-type]
+            with pytest.raises(PayloadError, match="nothing was sent"):
+                await out.request("x", headers=bad, timeout=2)  # type: ignore[arg-type]
+        with pytest.raises(PayloadError, match="Unknown type"):
+            await out.publish("x", headers={"k": object()}, delay=5)  # the wait queue's path
+        await out.publish("ok", headers={"n": 1})
+        await seen.wait(1)
+        await asyncio.sleep(0.3)  # anything refused would have arrived by now
+    assert seen.items == [("ok", {"n": 1})]
 
 
 # -- crashes and shutdown -------------------------------------------------------------------

@@ -30,7 +30,7 @@ from msgcore.adapters.rabbit.topology import (
     wait_queue_arguments,
 )
 from msgcore.constants import DEFAULT_GROUP
-from msgcore.exceptions import ConfigurationError, RequestTimeoutError
+from msgcore.exceptions import ConfigurationError, PayloadError, RequestTimeoutError
 from msgcore.naming import rabbit_dead_letter_queue, rabbit_delay_queue, rabbit_routing_key
 
 if TYPE_CHECKING:
@@ -50,6 +50,28 @@ def _due(delay: float | None, not_before: datetime | float | None) -> float | No
         nb = not_before.timestamp() if isinstance(not_before, datetime) else float(not_before)
         at = max(at, nb)
     return at
+
+
+_ENCODE_ERRORS = (TypeError, ValueError, AttributeError)
+"""What pamqp's table encoder raises for a header it cannot carry (by key and value)."""
+
+
+def _raised_by_pamqp(exc: BaseException) -> bool:
+    """Whether ``exc`` came from pamqp's encoder: a header value AMQP cannot carry."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return str(tb.tb_frame.f_globals.get("__name__", "")).startswith("pamqp")
+
+
+def _unsendable_headers(channel: str, exc: BaseException) -> PayloadError:
+    return PayloadError(
+        f"Cannot send the headers of a message for channel {channel!r} on RabbitMQ ({exc}): "
+        "AMQP header keys are strings and values str, int, float, bool, None, datetime, "
+        "Decimal, or lists and dicts of them; nothing was sent."
+    )
 
 
 class _RabbitPublisher(BoundPublisher):
@@ -79,8 +101,21 @@ class _RabbitPublisher(BoundPublisher):
                 "(x-max-priority exists on classic queues only). Publish without priority, "
                 "or use a separate channel for urgent messages."
             )
+        try:
+            await self._publish(message, headers, correlation_id, _due(delay, not_before))
+        except _ENCODE_ERRORS as exc:
+            if _raised_by_pamqp(exc):
+                raise _unsendable_headers(self.channel, exc) from exc
+            raise
+
+    async def _publish(
+        self,
+        message: SendableMessage,
+        headers: dict[str, Any],
+        correlation_id: str | None,
+        due: float | None,
+    ) -> None:
         body = cast("Any", message)
-        due = _due(delay, not_before)
         ttl = None if due is None else bucket_ms(due - time.time())
         if ttl is None or not self.broker.is_live:
             # due now (or in memory under TestClient, where nothing waits)
@@ -118,13 +153,18 @@ class _RabbitPublisher(BoundPublisher):
     ) -> Any:
         timeout = timeout or self.broker.msgcore.request_timeout
         if self.broker.is_live:
-            return await self.broker.requester().request(
-                self.publisher,
-                message,
-                headers=headers,
-                correlation_id=correlation_id,
-                timeout=timeout,
-            )
+            try:
+                return await self.broker.requester().request(
+                    self.publisher,
+                    message,
+                    headers=headers,
+                    correlation_id=correlation_id,
+                    timeout=timeout,
+                )
+            except _ENCODE_ERRORS as exc:
+                if _raised_by_pamqp(exc):
+                    raise _unsendable_headers(self.channel, exc) from exc
+                raise
         try:  # TestClient: FastStream's in-memory request
             reply = await self.publisher.request(
                 cast("Any", message),
