@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from msgcore import (
     ConfigurationError,
     Message,
+    PayloadError,
     RedisSettings,
     RequestTimeoutError,
     RetryPolicy,
@@ -319,6 +320,31 @@ async def test_headers_and_correlation_id_round_trip(settings: Settings, redis: 
     assert cid == "cid-h"
     assert other_cid
     assert other_cid != cid
+
+
+async def test_a_header_the_entry_cannot_carry_is_refused_before_sending(
+    settings: Settings, redis: Redis, unique: str
+) -> None:
+    router = Router()
+    jobs = router.publisher("jobs")
+    seen = Sink()
+
+    @router.subscriber("jobs")
+    async def handle(body: str, msg: Message) -> None:
+        seen.add((body, msg.headers.get("k")))
+
+    async with running(create_broker(router, settings=settings)):
+        # bytes that are not UTF-8 made the whole entry unreadable (dead-lettered as an
+        # invalid payload at the worker, after a publish that seemed to succeed)
+        with pytest.raises(PayloadError, match="not UTF-8"):
+            await jobs.publish("a", headers={"k": b"\xff\xfe"})
+        with pytest.raises(PayloadError, match="at most 65535"):
+            await jobs.publish("b", headers={"k": "x" * 70_000})
+        await jobs.publish("c", headers={"k": b"text"})  # UTF-8 bytes arrive as text
+        assert await seen.wait(1) == [("c", "text")]
+        await asyncio.sleep(0.2)
+    assert seen.items == [("c", "text")]
+    assert await redis.xlen(redis_stream("jobs", f"{unique}:")) == 1
 
 
 async def test_request_reply_and_100_concurrent_requests(settings: Settings, redis: Redis) -> None:

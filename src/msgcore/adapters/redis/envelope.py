@@ -17,6 +17,8 @@ from faststream.redis.parser import BinaryMessageFormatV1
 from faststream.redis.parser.binary import FastStreamMessageVersion
 from typing_extensions import override
 
+from msgcore.exceptions import PayloadError
+
 if TYPE_CHECKING:
     from fast_depends.library.serializer import SerializerProto
     from faststream._internal.basic_types import SendableMessage
@@ -29,9 +31,25 @@ _INT = struct.Struct(">I")
 
 
 def _utf8(value: Any) -> bytes:
-    raw = value if isinstance(value, bytes) else str(value).encode()
+    if isinstance(value, bytes):
+        # read back as UTF-8 text: other bytes would make the whole entry unreadable (it
+        # would parse as a raw body without headers, and be dead-lettered as invalid)
+        try:
+            value.decode()
+        except UnicodeDecodeError:
+            raise PayloadError(
+                f"a header value is bytes that are not UTF-8 text ({value[:20]!r}): Redis "
+                "stream entries carry headers as text; send a str (base64 for binary "
+                "data). Nothing was sent."
+            ) from None
+        raw = value
+    else:
+        raw = str(value).encode()
     if len(raw) > 0xFFFF:
-        raise ValueError(f"a header key or value is {len(raw)} bytes; at most 65535 fit")
+        raise PayloadError(
+            f"a header key or value is {len(raw)} bytes; at most 65535 fit in a Redis "
+            "stream entry's headers. Nothing was sent."
+        )
     return _SHORT.pack(len(raw)) + raw
 
 
