@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 
 __all__ = ["MsgcoreStreamMessage", "MsgcoreStreamParser"]
 
+_ENVELOPE_HEADERS = ("correlation_id", "content-type", "reply_to")
+"""What FastStream's envelope carries among the headers. The parser has read them into
+the message's own fields; handlers see only the publisher's headers, as on SQLite and
+RabbitMQ."""
+
 
 class MsgcoreStreamMessage(RedisStreamMessage):
     """A stream entry delivered to one group, settled with msgcore's retry semantics."""
@@ -85,6 +90,9 @@ class MsgcoreStreamParser(RedisStreamParser):
     @override
     async def parse_message(self, message: Mapping[str, Any]) -> StreamMessage[Mapping[str, Any]]:
         msg = await super().parse_message(message)
+        headers = msg.headers
+        for key in _ENVELOPE_HEADERS:
+            headers.pop(key, None)
         ids: Sequence[bytes] = message.get("message_ids") or ()
         settlement = self.settlement
         delivery = settlement.find(message["channel"], ids[0]) if settlement and ids else None
