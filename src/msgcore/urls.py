@@ -53,6 +53,14 @@ def parse_sqlite_url(url: str) -> SqliteURL:
             "processes, so no worker could see the messages. Use a file, e.g. "
             "sqlite:////tmp/msgcore.db, or TestSqliteBroker for in-memory tests."
         )
+    if not url.partition(":")[2].startswith("//"):
+        # sqlite:x.db or sqlite:/x.db: no authority part, so the path rule below (one
+        # slash dropped) would guess; sqlite:x.db became ".db"
+        raise InvalidURLError(
+            f"{redact_url(url)!r} is not a SQLite URL of either form: use three slashes for a "
+            "relative path (sqlite:///data/msgcore.db) or four for an absolute one "
+            "(sqlite:////var/lib/msgcore.db)."
+        )
     if parts.netloc:
         raise InvalidURLError(
             f"{redact_url(url)!r} has a host part ({parts.hostname!r}); SQLite URLs have none. "

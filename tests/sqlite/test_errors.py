@@ -218,6 +218,15 @@ def test_password_never_appears_in_a_url_error(url: str) -> None:
     assert "***" in text  # the URL is still shown, redacted, so the user can find it
 
 
+@pytest.mark.parametrize("url", ["sqlite:x.db", "sqlite:/x.db", "sqlite3:data/x.db"])
+def test_a_sqlite_url_without_its_slashes_is_refused_not_guessed(url: str) -> None:
+    # sqlite:x.db used to open ".db" (a character of the name dropped as the slash)
+    with pytest.raises(InvalidURLError, match="is not a SQLite URL of either form") as info:
+        SqliteBroker(url)
+    assert "sqlite:///data/msgcore.db" in str(info.value)
+    assert "sqlite:////var/lib/msgcore.db" in str(info.value)
+
+
 def test_password_in_a_sqlite_url_with_a_host_part_is_not_shown() -> None:
     with pytest.raises(InvalidURLError) as info:
         SqliteBroker("sqlite://user:s3cret@host/x.db")
