@@ -319,6 +319,31 @@ def test_bad_input_unknown_ids_and_timeouts(tmp_path: Path, unique: str) -> None
     assert not (tmp_path / "none.db").exists()
 
 
+def test_a_bad_setting_in_the_environment_is_one_line_naming_it(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    bad_ttl, bad_url, help_, slashes = parallel(
+        lambda: msgcore("jobs", env={"MSGCORE_URL": db, "MSGCORE_JOBS__RESULT_TTL": "-1"}),
+        lambda: msgcore("stats", env={"MSGCORE_URL": "sqlite://relative.db"}),
+        # every command imports the demo's module: a bad setting must not break --help
+        lambda: msgcore("--help", env={"MSGCORE_URL": "sqlite://relative.db"}),
+        lambda: msgcore("jobs", "--url", "sqlite:x.db"),
+    )
+    assert bad_ttl.returncode == 1
+    one_error_line(bad_ttl)
+    assert "jobs.result_ttl (MSGCORE_JOBS__RESULT_TTL): Input should be greater than 0" in (
+        bad_ttl.stderr
+    )
+    assert bad_url.returncode == 1
+    one_error_line(bad_url)
+    assert "has a host part" in bad_url.stderr
+    assert help_.returncode == 0, help_.stderr
+    assert "Usage" in help_.stdout
+    assert slashes.returncode == 1
+    one_error_line(slashes)
+    assert "is not a SQLite URL of either form" in slashes.stderr
+    assert not (tmp_path / "cli.db").exists()
+
+
 def test_options_are_checked_before_connecting(tmp_path: Path) -> None:
     env = {"MSGCORE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
     bare_timeout, zero, limit = parallel(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
@@ -71,11 +72,34 @@ def settings(url: str | None, store_url: str | None) -> Settings:
     if store_url is not None:
         values["store_url"] = store_url
     try:
-        return Settings(**values)
+        config = Settings(**values)
+        # a SQLite URL's form is checked only when it is opened: here, before a command
+        # reads the path from it
+        from msgcore.store import store_url_for
+
+        for checked in (config.url, store_url_for(config)):
+            if transport_of(checked) == "sqlite":
+                parse_sqlite_url(checked)
     except MsgcoreError as exc:
         fail(str(exc))
-    except ValueError as exc:  # pydantic: values are hidden from the message
+    except ValidationError as exc:
+        fail(_invalid_setting(exc))
+    except ValueError as exc:
         fail(f"invalid MSGCORE_* setting: {redact_url(str(exc)).splitlines()[0]}")
+    return config
+
+
+def _invalid_setting(exc: ValidationError) -> str:
+    """The first bad setting, by its field and environment variable, with pydantic's
+    reason; the value itself is left out (it may hold a password)."""
+    problems = exc.errors(include_url=False, include_input=False)
+    first = problems[0]
+    path = [str(part) for part in first["loc"]]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    if not path:  # a rule across settings
+        return f"invalid MSGCORE_* settings: {first['msg']}{more}"
+    variable = "MSGCORE_" + "__".join(part.upper() for part in path)
+    return f"invalid setting {'.'.join(path)} ({variable}): {first['msg']}{more}"
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:

@@ -24,7 +24,7 @@ import typer
 from rich.table import Table
 
 from msgcore.cli.common import console
-from msgcore.demo.app import CHANNEL, PrimeJob, PrimeResult
+from msgcore.demo.work import CHANNEL, PrimeJob, PrimeResult
 from msgcore.jobs.client import Client
 from msgcore.settings import Settings
 

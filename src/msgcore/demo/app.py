@@ -7,42 +7,12 @@ is answered from the store without running. Run workers with
 
 from __future__ import annotations
 
-import math
 import os
 
-from pydantic import BaseModel
-
 from msgcore import CachePolicy, Router, create_app
+from msgcore.demo.work import CHANNEL, GROUP, PrimeJob, PrimeResult, count_primes
 
-CHANNEL = "demo.primes"
-GROUP = "workers"
-
-
-class PrimeJob(BaseModel):
-    job: int
-    start: int
-    stop: int
-
-
-class PrimeResult(BaseModel):
-    job: int
-    primes: int
-    worker: int
-    """The worker process that computed it (a cached answer keeps the original's)."""
-
-
-def count_primes(start: int, stop: int) -> int:
-    """Primes p with start <= p < stop, by trial division (real CPU work, deterministic)."""
-    found = 0
-    for n in range(max(start, 2), stop):
-        if n % 2 == 0:
-            found += n == 2
-            continue
-        limit = math.isqrt(n)
-        if all(n % d for d in range(3, limit + 1, 2)):
-            found += 1
-    return found
-
+__all__ = ["CHANNEL", "PrimeJob", "PrimeResult", "app", "count_primes", "router"]
 
 router = Router()
 
