@@ -98,6 +98,12 @@ async def test_stats_and_dead_letters(ops: Ops) -> None:  # noqa: F811
     nothing_named = msgcore(ops, "dlq", "replay")
     assert nothing_named.returncode == 1
     assert "--all" in nothing_named.stderr
+    for verb, done in (("replay", "replayed"), ("purge", "purged")):
+        # an id that names nothing: the count, exit 1, and why
+        unknown = msgcore(ops, "dlq", verb, "no-such-id", "--json")
+        assert unknown.returncode == 1
+        assert json.loads(unknown.stdout) == {done: 0}
+        assert unknown.stderr.startswith("error: 1 of the 1 id(s) named no dead letter")
 
     # replay one: it goes back to its group and is handled again (and dies again)
     assert ok_json(msgcore(ops, "dlq", "replay", first["id"], "--json")) == {"replayed": 1}

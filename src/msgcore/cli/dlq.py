@@ -165,8 +165,7 @@ def replay(
         print_json({"replayed": count})
     else:
         console.print(f"Replayed {count:,} dead letter(s).")
-    if ids and count < len(ids):
-        raise typer.Exit(EXIT_ERROR)  # some ids named nothing
+    _all_named(ids, count)
 
 
 @app.command("purge")
@@ -194,3 +193,14 @@ def purge(
         print_json({"purged": count})
     else:
         console.print(f"Purged {count:,} dead letter(s).")
+    _all_named(ids, count)
+
+
+def _all_named(ids: list[str] | None, count: int) -> None:
+    """Exit 1 with a line on stderr when some of the ids named no dead letter."""
+    if ids and count < len(set(ids)):
+        missed = len(set(ids)) - count
+        fail(
+            f"{missed} of the {len(set(ids))} id(s) named no dead letter (replayed or purged "
+            "already, or mistyped?): `msgcore dlq list` shows the ids there are."
+        )
