@@ -97,6 +97,31 @@ async def test_idempotent_submit(transport: Transport, store_url: str | None, un
         assert calls.items == [21]
 
 
+async def test_job_ids_are_non_empty_strings_of_at_most_255_bytes(
+    transport: Transport, store_url: str | None, unique: str
+) -> None:
+    router = Router(prefix=f"{unique}.")
+
+    @router.subscriber("orders")
+    async def handle(n: int) -> int:
+        return n + 1
+
+    async with running(transport, router, store_url) as client:
+        channel = f"{unique}.orders"
+        # the longest id that every transport carries (RabbitMQ: the correlation id)
+        longest = f"{unique}-" + "é" * ((255 - len(unique) - 1) // 2)
+        assert len(longest.encode()) <= 255
+        job = await client.submit(channel, 1, job_id=longest)
+        assert job.id == longest
+        assert await job.result(timeout=10) == 2
+        assert (await client.get_job(longest)).record.status is JobStatus.COMPLETED
+        # an empty id used to get a generated one: a second submit queued the job again
+        for bad, match in (("", "non-empty str"), (7, "non-empty str"), ("x" * 256, "256 bytes")):
+            with pytest.raises(ConfigurationError, match=match):
+                await client.submit(channel, 1, job_id=bad)  # type: ignore[arg-type]
+        assert [r.job_id for r in await client.store.list_jobs(channel=channel)] == [longest]
+
+
 async def test_submit_many_and_wait(
     transport: Transport, store_url: str | None, unique: str
 ) -> None:

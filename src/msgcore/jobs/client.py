@@ -85,6 +85,24 @@ def _coalesce(pending: int, finished: int, elapsed: float) -> float:
     return pause
 
 
+_JOB_ID_MAX_BYTES = 255
+"""AMQP's short string, which RabbitMQ's correlation id is: the same limit everywhere, so
+that ids work on every transport."""
+
+
+def _check_job_id(job_id: Any) -> None:
+    """A caller's job id: a non-empty str of at most 255 bytes. An empty one used to
+    get a generated id, which silently defeated the idempotent submit it was meant for."""
+    if not isinstance(job_id, str) or not job_id:
+        raise ConfigurationError(f"job_id must be a non-empty str (or None), got {job_id!r}.")
+    size = len(job_id.encode())
+    if size > _JOB_ID_MAX_BYTES:
+        raise ConfigurationError(
+            f"job_id is {size} bytes; at most {_JOB_ID_MAX_BYTES} work on every transport "
+            "(RabbitMQ carries it as the correlation id). Use a hash of a longer key."
+        )
+
+
 class Client:
     """Submit work and track it. ``async with Client() as client: ...``"""
 
@@ -220,8 +238,11 @@ class Client:
         whose result is cached returns a completed job (``job.cached``) and publishes
         nothing, and a payload being computed right now returns that job
         (single-flight); ``cache=False`` runs the handler anyway (and refreshes the
-        entry).
+        entry). A ``job_id`` is a non-empty str of at most 255 bytes (UTF-8), on every
+        transport: RabbitMQ carries it as the message's correlation id.
         """
+        if job_id is not None:
+            _check_job_id(job_id)
         jobs = await self._submit(
             channel,
             [(payload, job_id)],

@@ -68,9 +68,10 @@ def _raised_by_pamqp(exc: BaseException) -> bool:
 
 def _unsendable_headers(channel: str, exc: BaseException) -> PayloadError:
     return PayloadError(
-        f"Cannot send the headers of a message for channel {channel!r} on RabbitMQ ({exc}): "
-        "AMQP header keys are strings and values str, int, float, bool, None, datetime, "
-        "Decimal, or lists and dicts of them; nothing was sent."
+        f"Cannot send a message for channel {channel!r} on RabbitMQ: a header or property "
+        f"cannot be encoded ({exc}). AMQP header keys are strings and values str, int, "
+        "float, bool, None, datetime, Decimal, or lists and dicts of them; a correlation id "
+        "is at most 255 bytes. Nothing was sent."
     )
 
 
