@@ -88,7 +88,7 @@ class PublisherHandle:
         self.router = router
         self.channel = channel
         self.headers = dict(headers or {})
-        _check_channel(channel, "publisher")
+        _check_channel(channel)
         self.title = title
         self.description = description
         self.schema = schema
@@ -179,13 +179,15 @@ class PublisherHandle:
             raise unencodable(self.full_channel, exc) from exc
 
 
-def _check_channel(channel: Any, what: str) -> None:
+def _check_channel(channel: Any) -> None:
     """A channel name every transport takes: a non-empty string, as subscribers ask (an
     empty one made a stream named after the prefix on Redis, an empty routing key on
-    RabbitMQ, and an error on SQLite)."""
+    RabbitMQ, and an error on SQLite). The one check for ``router.publisher`` and the
+    client's publishers alike."""
     if not isinstance(channel, str) or not channel:
         raise ConfigurationError(
-            f"A {what}'s channel name must be a non-empty string, got {channel!r}."
+            "A publisher needs a channel: a non-empty string such as "
+            f"router.publisher('invoices'), got {channel!r}."
         )
 
 
@@ -357,8 +359,6 @@ class Router:
         include_in_schema: bool = True,
     ) -> PublisherHandle:
         """A publisher to ``channel``: decorate a handler with it, or ``await .publish()``."""
-        if not channel:
-            raise ConfigurationError("A publisher needs a channel: router.publisher('invoices')")
         handle = PublisherHandle(
             self,
             channel,
