@@ -66,13 +66,27 @@ def _raised_by_pamqp(exc: BaseException) -> bool:
     return str(tb.tb_frame.f_globals.get("__name__", "")).startswith("pamqp")
 
 
-def _unsendable_headers(channel: str, exc: BaseException) -> PayloadError:
-    return PayloadError(
-        f"Cannot send a message for channel {channel!r} on RabbitMQ: a header or property "
-        f"cannot be encoded ({exc}). AMQP header keys are strings and values str, int, "
-        "float, bool, None, datetime, Decimal, or lists and dicts of them; a correlation id "
-        "is at most 255 bytes. Nothing was sent."
-    )
+class _EncodeErrors:
+    """``with`` around a publish or request: pamqp's error for a header or property AMQP
+    cannot carry becomes ``PayloadError``. One object per publisher, reused: nothing is
+    made or checked on the success path."""
+
+    __slots__ = ("channel",)
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, _ENCODE_ERRORS) and _raised_by_pamqp(exc):
+            raise PayloadError(
+                f"Cannot send a message for channel {self.channel!r} on RabbitMQ: a header or "
+                f"property cannot be encoded ({exc}). AMQP header keys are strings and values "
+                "str, int, float, bool, None, datetime, Decimal, or lists and dicts of them; a "
+                "correlation id is at most 255 bytes. Nothing was sent."
+            ) from exc
 
 
 class _RabbitPublisher(BoundPublisher):
@@ -84,6 +98,7 @@ class _RabbitPublisher(BoundPublisher):
         self.broker = broker
         self.publisher = publisher
         self.channel = publisher.msgcore_channel
+        self._encoding = _EncodeErrors(self.channel)
 
     async def publish(
         self,
@@ -102,47 +117,35 @@ class _RabbitPublisher(BoundPublisher):
                 "(x-max-priority exists on classic queues only). Publish without priority, "
                 "or use a separate channel for urgent messages."
             )
-        try:
-            await self._publish(message, headers, correlation_id, _due(delay, not_before))
-        except _ENCODE_ERRORS as exc:
-            if _raised_by_pamqp(exc):
-                raise _unsendable_headers(self.channel, exc) from exc
-            raise
-
-    async def _publish(
-        self,
-        message: SendableMessage,
-        headers: dict[str, Any],
-        correlation_id: str | None,
-        due: float | None,
-    ) -> None:
-        body = cast("Any", message)
-        ttl = None if due is None else bucket_ms(due - time.time())
-        if ttl is None or not self.broker.is_live:
-            # due now (or in memory under TestClient, where nothing waits)
-            await self.publisher.publish(body, headers=headers, correlation_id=correlation_id)
-            return
-        assert due is not None
-        state = self.broker.msgcore
-        name = rabbit_delay_queue(self.channel, ttl, state.exchange)
-        args = wait_queue_arguments(
-            ttl, exchange=state.exchange, routing_key=rabbit_routing_key(self.channel)
-        )
-        channel = await self.broker.config.channel_manager.get_channel()
-        if self.channel not in state.held:
-            # if no group exists when it is due, it waits for the first one
-            await self.publisher.hold()
-            state.held.add(self.channel)
-        await state.waits.ensure(channel, name, args)
-        # Through the channel's publisher, so that middlewares and telemetry see it; the
-        # wait queue then dead-letters it into the exchange with the channel's key.
-        await self.publisher.publish(
-            body,
-            exchange=RabbitExchange(),
-            routing_key=name,
-            headers={**headers, HEADER_DUE: int(due * 1000)},
-            correlation_id=correlation_id,
-        )
+        with self._encoding:  # a header pamqp cannot encode: PayloadError
+            body = cast("Any", message)
+            due = _due(delay, not_before)
+            ttl = None if due is None else bucket_ms(due - time.time())
+            if ttl is None or not self.broker.is_live:
+                # due now (or in memory under TestClient, where nothing waits)
+                await self.publisher.publish(body, headers=headers, correlation_id=correlation_id)
+                return
+            assert due is not None
+            state = self.broker.msgcore
+            name = rabbit_delay_queue(self.channel, ttl, state.exchange)
+            args = wait_queue_arguments(
+                ttl, exchange=state.exchange, routing_key=rabbit_routing_key(self.channel)
+            )
+            channel = await self.broker.config.channel_manager.get_channel()
+            if self.channel not in state.held:
+                # if no group exists when it is due, it waits for the first one
+                await self.publisher.hold()
+                state.held.add(self.channel)
+            await state.waits.ensure(channel, name, args)
+            # Through the channel's publisher, so that middlewares and telemetry see it; the
+            # wait queue then dead-letters it into the exchange with the channel's key.
+            await self.publisher.publish(
+                body,
+                exchange=RabbitExchange(),
+                routing_key=name,
+                headers={**headers, HEADER_DUE: int(due * 1000)},
+                correlation_id=correlation_id,
+            )
 
     async def request(
         self,
@@ -154,7 +157,7 @@ class _RabbitPublisher(BoundPublisher):
     ) -> Any:
         timeout = timeout or self.broker.msgcore.request_timeout
         if self.broker.is_live:
-            try:
+            with self._encoding:
                 return await self.broker.requester().request(
                     self.publisher,
                     message,
@@ -162,10 +165,6 @@ class _RabbitPublisher(BoundPublisher):
                     correlation_id=correlation_id,
                     timeout=timeout,
                 )
-            except _ENCODE_ERRORS as exc:
-                if _raised_by_pamqp(exc):
-                    raise _unsendable_headers(self.channel, exc) from exc
-                raise
         try:  # TestClient: FastStream's in-memory request
             reply = await self.publisher.request(
                 cast("Any", message),
