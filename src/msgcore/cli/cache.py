@@ -7,15 +7,7 @@ from dataclasses import asdict
 import typer
 from rich.markup import escape
 
-from msgcore.cli.common import (
-    console,
-    missing_store,
-    no_store_text,
-    note,
-    print_json,
-    run,
-    settings,
-)
+from msgcore.cli.common import absent_store, console, print_json, run, settings
 from msgcore.cli.options import Channel, Json, StoreUrl, Url
 from msgcore.cli.tables import Col, fitted_table
 from msgcore.settings import Settings
@@ -53,15 +45,13 @@ def stats(
 ) -> None:
     """Hits, misses, joins, entries and size per cached channel."""
     config = settings(url, store_url)
-    missing = missing_store(config)
-    found = [] if missing is not None else run(_stats(config, channel))
-    if missing is not None:
-        note(f"Nothing cached: {no_store_text(config, missing)}")
+    absent = absent_store(config, "Nothing cached")
+    found = [] if absent else run(_stats(config, channel))
     if json:
         print_json([{**asdict(s), "hit_ratio": round(s.hit_ratio, 4)} for s in found])
         return
     if not found:
-        if missing is None:
+        if not absent:
             console.print("No cached channels in this store.")
         return
     rows = [
@@ -98,10 +88,7 @@ def clear(
 ) -> None:
     """Delete cached results (of one channel) and zero the counters."""
     config = settings(url, store_url)
-    missing = missing_store(config)
-    deleted = 0 if missing is not None else run(_clear(config, channel))
-    if missing is not None:
-        note(f"Nothing to clear: {no_store_text(config, missing)}")
+    deleted = 0 if absent_store(config, "Nothing to clear") else run(_clear(config, channel))
     if json:
         print_json({"deleted": deleted, "channel": channel})
     else:

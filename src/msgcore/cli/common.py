@@ -30,6 +30,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_TIMEOUT",
     "EXIT_UNAVAILABLE",
+    "absent_store",
     "connected_client",
     "console",
     "fail",
@@ -124,6 +125,17 @@ def missing_store(config: Settings) -> Path | None:
         return None
     path = Path(parse_sqlite_url(url).path)
     return None if path.exists() else path.absolute()
+
+
+def absent_store(config: Settings, nothing: str) -> bool:
+    """Whether the SQLite job store's file does not exist (``missing_store``); if so, a
+    note says what the reading command shows for it (``nothing``: "No jobs") and names
+    the file."""
+    missing = missing_store(config)
+    if missing is None:
+        return False
+    note(f"{nothing}: {no_store_text(config, missing)}")
+    return True
 
 
 def no_store_text(config: Settings, missing: Path) -> str:

@@ -39,13 +39,13 @@ from msgcore.cli.common import (
     EXIT_ERROR,
     EXIT_FAILED,
     EXIT_TIMEOUT,
+    absent_store,
     connected_client,
     console,
     errors,
     fail,
     missing_store,
     no_store_text,
-    note,
     print_json,
     quiet_libraries,
     read_payload,
@@ -413,15 +413,13 @@ def list_jobs(
     if limit < 1:
         _fail(f"--limit must be at least 1, got {limit}")
     config = settings(url, store_url)
-    missing = missing_store(config)
-    found = [] if missing is not None else run(_list(config, wanted, channel, limit))
-    if missing is not None:  # on stderr: with --json, stdout stays one JSON document
-        note(f"No jobs: {no_store_text(config, missing)}")
+    absent = absent_store(config, "No jobs")  # a note on stderr: --json stays one document
+    found = [] if absent else run(_list(config, wanted, channel, limit))
     if json:
         print_json([job_json(r) for r in found])
         return
     if not found:
-        if missing is None:
+        if not absent:
             console.print("No jobs match in this store.")
         return
     rows = [

@@ -8,15 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from msgcore.cli.common import (
-    console,
-    missing_store,
-    no_store_text,
-    note,
-    print_json,
-    run,
-    settings,
-)
+from msgcore.cli.common import absent_store, console, print_json, run, settings
 from msgcore.cli.options import Json, StoreUrl, Url
 from msgcore.cli.tables import Col, fitted_table
 from msgcore.settings import Settings
@@ -39,10 +31,8 @@ def locks(
 ) -> None:
     """The locks held now: key, holder (job and worker) and when the lease runs out."""
     config = settings(url, store_url)
-    missing = missing_store(config)
-    found = [] if missing is not None else run(_held(config, prefix))
-    if missing is not None:
-        note(f"No locks: {no_store_text(config, missing)}")
+    absent = absent_store(config, "No locks")
+    found = [] if absent else run(_held(config, prefix))
     now = time.time()
     if json:
         print_json(
@@ -53,7 +43,7 @@ def locks(
         )
         return
     if not found:
-        if missing is None:
+        if not absent:
             console.print("No locks are held" + (f" under {prefix!r}." if prefix else "."))
         return
     rows = [(escape(h.key), escape(h.holder), f"{max(h.expires_at - now, 0):.1f} s") for h in found]
