@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from msgcore import InvalidURLError, Settings
+from msgcore import ConfigurationError, InvalidURLError, Settings, SettingsError
 from msgcore.settings import transport_of
 
 
@@ -55,3 +56,26 @@ def test_password_is_redacted_in_repr_and_safe_url() -> None:
     assert "s3cret" not in repr(settings)
     assert "pw@" not in repr(settings)
     assert settings.safe_url == "redis://:***@cache:6379/0"
+
+
+def test_a_bad_value_is_a_settings_error_naming_field_and_variable() -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings(request_timeout=-1)
+    error = info.value
+    assert isinstance(error, ConfigurationError) and isinstance(error, ValueError)
+    assert str(error).startswith(
+        "invalid setting request_timeout (MSGCORE_REQUEST_TIMEOUT): Input should be greater than 0"
+    )
+    assert isinstance(error.__cause__, ValidationError)  # pydantic's whole report
+
+
+def test_a_bad_environment_variable_is_named_and_its_value_left_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MSGCORE_JOBS__RESULT_TTL", "-1")
+    monkeypatch.setenv("MSGCORE_REQUEST_TIMEOUT", "hunter2")
+    with pytest.raises(SettingsError) as info:
+        Settings()
+    text = str(info.value)
+    assert "(MSGCORE_" in text and "(and 1 more)" in text
+    assert "hunter2" not in text

@@ -8,7 +8,8 @@ password (URLs are redacted before they are formatted in).
 
     MsgcoreError
     ├── ConfigurationError
-    │   └── InvalidURLError
+    │   ├── InvalidURLError              (also a ValueError)
+    │   └── SettingsError                (a bad setting; also a ValueError)
     ├── PayloadError                     (also a ValueError)
     ├── StorageError
     │   ├── DatabaseOpenError
@@ -25,7 +26,8 @@ password (URLs are redacted before they are formatted in).
     │   ├── JobFailed                    (the handler's error, from any process)
     │   ├── JobCancelledError
     │   ├── JobNotFoundError             (also a KeyError)
-    │   └── JobTimeoutError              (also a TimeoutError)
+    │   ├── JobTimeoutError              (also a TimeoutError)
+    │   └── ResultTypeError              (the result does not fit ``as_type``; a ValueError)
     ├── CacheError
     │   └── CacheKeyError                (a policy's key function failed)
     └── LockError
@@ -57,7 +59,9 @@ __all__ = [
     "PayloadError",
     "PublishOutcomeUnknownError",
     "RequestTimeoutError",
+    "ResultTypeError",
     "SchemaVersionError",
+    "SettingsError",
     "StorageError",
     "StorageFullError",
     "StoreUnavailableError",
@@ -74,6 +78,12 @@ class ConfigurationError(MsgcoreError):
 
 class InvalidURLError(ConfigurationError, ValueError):
     """A transport or store URL could not be understood."""
+
+
+class SettingsError(ConfigurationError, ValueError):
+    """A setting has a value msgcore cannot use (``Settings(...)`` or a ``MSGCORE_*``
+    variable). The message names the field and its variable, never the value: a URL may
+    carry a password. pydantic's full report is the ``__cause__``."""
 
 
 class PayloadError(MsgcoreError, ValueError):
@@ -194,6 +204,12 @@ class JobNotFoundError(JobError, KeyError):
 
 class JobTimeoutError(JobError, TimeoutError):
     """The job did not finish within the timeout; it is still queued or running."""
+
+
+class ResultTypeError(JobError, ValueError):
+    """The job completed, but its stored result does not validate as the type asked for
+    (``result(as_type=...)``). The record is unchanged: read the result without
+    ``as_type``, or fix the type. pydantic's report is the ``__cause__``."""
 
 
 class CacheError(MsgcoreError):

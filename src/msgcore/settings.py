@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from msgcore.constants import (
@@ -23,7 +23,7 @@ from msgcore.constants import (
     DEFAULT_LOCK_WAIT_SECONDS,
     DEFAULT_RESULT_TTL_SECONDS,
 )
-from msgcore.exceptions import InvalidURLError
+from msgcore.exceptions import InvalidURLError, SettingsError
 from msgcore.urls import redact_url
 
 __all__ = [
@@ -192,7 +192,10 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     def __init__(self, **values: Any) -> None:
-        super().__init__(**values)
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise SettingsError(describe_invalid(exc)) from exc
         # Checked here rather than in a pydantic validator: a ValidationError would
         # print the rejected URL, password included.
         for url in (self.url, self.store_url):
@@ -214,3 +217,19 @@ class Settings(BaseSettings):
                 yield key, redact_url(value)
             else:
                 yield key, value
+
+
+def describe_invalid(exc: ValidationError) -> str:
+    """The first bad setting, by its field and environment variable, with pydantic's
+    reason and what to do; the value itself is left out (it may hold a password)."""
+    problems = exc.errors(include_url=False, include_input=False)
+    first = problems[0]
+    path = [str(part) for part in first["loc"]]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    if not path:  # a rule across settings
+        return f"invalid MSGCORE_* settings: {first['msg']}{more}"
+    variable = "MSGCORE_" + "__".join(part.upper() for part in path)
+    return (
+        f"invalid setting {'.'.join(path)} ({variable}): {first['msg']}{more}; "
+        "fix the argument or the environment variable (docs/declare-once.md, 'Settings')"
+    )

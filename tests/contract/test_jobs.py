@@ -18,9 +18,11 @@ from msgcore import (
     ConfigurationError,
     JobCancelledError,
     JobFailed,
+    JobNotFoundError,
     JobStatus,
     JobTimeoutError,
     PayloadError,
+    ResultTypeError,
     RetryPolicy,
     Router,
     open_store,
@@ -139,6 +141,10 @@ async def test_submit_many_and_wait(
         assert len(done.completed) == 300
         assert [j.outcome() for j in jobs] == [n * n for n in range(300)]
         assert done.counts() == {"completed": 300}
+        for bad in (0, -1, 2.5):
+            with pytest.raises(ConfigurationError, match="batch_size"):
+                await client.submit_many(f"{unique}.square", [1], batch_size=bad)  # type: ignore[arg-type]
+        assert len(await client.store.list_jobs(channel=f"{unique}.square", limit=1000)) == 300
 
 
 async def test_a_submit_whose_publish_fails_leaves_no_record(
@@ -428,6 +434,9 @@ async def test_cancel_before_start(
         job = await client.submit(f"{unique}.later", 1, delay=1.0)
         assert await client.cancel(job.id) is True
         assert await client.cancel(job.id) is False  # terminal already
+        # a mistyped id is not "too late": the caller is told there is no such job
+        with pytest.raises(JobNotFoundError, match="never submitted"):
+            await client.cancel(f"{job.id}-typo")
         with pytest.raises(JobCancelledError):
             await job.result(timeout=1)
         # the message still arrives; the worker acknowledges it without running it
@@ -488,3 +497,7 @@ async def test_handler_result_types(
         assert jobs["list"].outcome() == [1, "a"]
         assert jobs["text"].outcome() == "é"
         assert jobs["model"].outcome(Rendered) == Rendered(doc="d", size=1)
+        # a result that does not fit the type asked for: a typed error, the record as it was
+        with pytest.raises(ResultTypeError, match="does not fit int: Input should be a valid"):
+            await jobs["text"].result(as_type=int)
+        assert jobs["text"].outcome() == "é"

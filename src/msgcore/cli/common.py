@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
@@ -83,24 +82,9 @@ def settings(url: str | None, store_url: str | None) -> Settings:
                 parse_sqlite_url(checked)
     except MsgcoreError as exc:
         fail(str(exc))
-    except ValidationError as exc:
-        fail(_invalid_setting(exc))
     except ValueError as exc:
         fail(f"invalid MSGCORE_* setting: {redact_url(str(exc)).splitlines()[0]}")
     return config
-
-
-def _invalid_setting(exc: ValidationError) -> str:
-    """The first bad setting, by its field and environment variable, with pydantic's
-    reason; the value itself is left out (it may hold a password)."""
-    problems = exc.errors(include_url=False, include_input=False)
-    first = problems[0]
-    path = [str(part) for part in first["loc"]]
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    if not path:  # a rule across settings
-        return f"invalid MSGCORE_* settings: {first['msg']}{more}"
-    variable = "MSGCORE_" + "__".join(part.upper() for part in path)
-    return f"invalid setting {'.'.join(path)} ({variable}): {first['msg']}{more}"
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:

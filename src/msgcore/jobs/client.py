@@ -50,6 +50,7 @@ from msgcore.telemetry.instrument import channel_names, instrument
 from msgcore.telemetry.naming import ATTR_CACHE, ATTR_CHANNEL, ATTR_JOB_ID
 from msgcore.telemetry.setup import active
 from msgcore.timespans import seconds
+from msgcore.urls import redact_url
 
 __all__ = ["Client"]
 
@@ -264,8 +265,11 @@ class Client:
     ) -> list[Job]:
         """Submit many jobs: one store transaction and one concurrent publish per batch
         (the result cache applies as in ``submit``)."""
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigurationError(
+                f"submit_many(batch_size={batch_size!r}): batch_size is the number of jobs "
+                "per store transaction and publish round, an int of at least 1 (default 500)."
+            )
         jobs: list[Job] = []
         batch: list[tuple[SendableMessage, str | None]] = []
         for payload in payloads:
@@ -567,16 +571,21 @@ class Client:
         """The job ``job_id`` as recorded now, from any process."""
         record = await self.store.get_job(job_id)
         if record is None:
-            raise JobNotFoundError(
-                f"No job {job_id!r}: it was never submitted to this store "
-                f"({self.settings.store_url or 'beside ' + self.settings.safe_url}) or "
-                "expired after its retention (MSGCORE_JOBS__RESULT_TTL).",
-                job_id=job_id,
-            )
+            raise self._not_found(job_id)
         return Job(self, record)
 
+    def _not_found(self, job_id: str) -> JobNotFoundError:
+        store_url = self.settings.store_url
+        where = redact_url(store_url) if store_url else "beside " + self.settings.safe_url
+        return JobNotFoundError(
+            f"No job {job_id!r}: it was never submitted to this store ({where}) or "
+            "expired after its retention (MSGCORE_JOBS__RESULT_TTL).",
+            job_id=job_id,
+        )
+
     async def cancel(self, job_id: str) -> bool:
-        """Cancel a job no worker has started; False if it started or finished already.
+        """Cancel a job no worker has started; False if it started or finished already,
+        ``JobNotFoundError`` if the store has no record of it (a mistyped or expired id).
 
         The handler never runs. The message stays queued and the worker that receives it
         acknowledges it without running the handler; with the store on the transport
@@ -584,9 +593,13 @@ class Client:
         a worker has claimed already (running, or waiting in its read-ahead for a free
         slot) is not cancelled.
         """
-        return await self.store.cancel_job(
-            job_id, now=time.time(), retention=self.settings.jobs.result_ttl
-        )
+        store = self.store
+        if await store.cancel_job(job_id, now=time.time(), retention=self.settings.jobs.result_ttl):
+            return True
+        # only a refusal pays for the read that tells "too late" from "no such job"
+        if await store.get_job(job_id) is None:
+            raise self._not_found(job_id)
+        return False
 
     async def wait(
         self,

@@ -6,7 +6,9 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from msgcore.exceptions import JobCancelledError, JobFailed, JobNotFoundError
+from pydantic import ValidationError
+
+from msgcore.exceptions import JobCancelledError, JobFailed, JobNotFoundError, ResultTypeError
 from msgcore.jobs.codec import decode_result
 from msgcore.store import JobRecord, JobStatus
 
@@ -16,6 +18,14 @@ if TYPE_CHECKING:
 __all__ = ["Job", "ReturnWhen", "WaitResult"]
 
 T = TypeVar("T")
+
+
+def _first_problem(exc: ValidationError) -> str:
+    problems = exc.errors(include_url=False, include_input=False)
+    first = problems[0]
+    where = ".".join(str(part) for part in first["loc"])
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{where + ': ' if where else ''}{first['msg']}{more}"
 
 
 class ReturnWhen(enum.StrEnum):
@@ -73,7 +83,8 @@ class Job:
         """The handler's return value, waiting up to ``timeout`` seconds (None: forever).
 
         Raises ``JobFailed`` (dead-lettered, with the worker's error), ``JobCancelledError``
-        or ``JobTimeoutError``; ``as_type`` validates the JSON result into a type.
+        or ``JobTimeoutError``; ``as_type`` validates the JSON result into a type
+        (``ResultTypeError`` when it does not fit).
         """
         if not self.record.done:
             await self._client.wait([self], timeout=timeout, raise_on_timeout=True)
@@ -83,7 +94,17 @@ class Job:
         """The result of a finished job as of the last read, or its error raised."""
         record = self.record
         if record.status is JobStatus.COMPLETED:
-            return decode_result(record.result, as_type)
+            if as_type is None:
+                return decode_result(record.result)
+            try:
+                return decode_result(record.result, as_type)
+            except ValidationError as exc:
+                raise ResultTypeError(
+                    f"Job {record.job_id!r} completed, but its result does not fit "
+                    f"{getattr(as_type, '__name__', as_type)}: {_first_problem(exc)}. The "
+                    "record is unchanged: read the result without as_type, or fix the type.",
+                    job_id=record.job_id,
+                ) from exc
         if record.status is JobStatus.DEAD:
             raise JobFailed(
                 record.job_id,
