@@ -206,6 +206,24 @@ async def test_commands_against_a_worker(target: Target, tmp_path: Path) -> None
         assert hit["cached"] is True and hit["status"] == "completed"
         assert hit["result"]["square"] == 16
 
+        # cancel: a job nobody has started is cancelled; a finished one is not (exit 2)
+        queued_nobody = target.cli("submit", target.channel("nobody"), "1", "--json")()
+        assert queued_nobody.returncode == 0, queued_nobody.stderr
+        idle_id = json.loads(queued_nobody.stdout)["job_id"]
+        cancelled = target.cli("cancel", idle_id, job_id, "--json")()
+        assert cancelled.returncode == 2, cancelled.stderr
+        one_error_line(cancelled)
+        assert "1 job(s) had started or finished already" in cancelled.stderr
+        assert [
+            (r["job_id"], r["cancelled"], r["outcome"]) for r in json.loads(cancelled.stdout)
+        ] == [
+            (idle_id, True, "cancelled"),
+            (job_id, False, "not cancelled: completed"),
+        ]
+        again = target.cli("cancel", idle_id)()
+        assert again.returncode == 0, again.stderr
+        assert "cancelled already" in again.stdout
+
         assert await terminate(worker) == 0, worker.tail()
     finally:
         stack.cleanup()
@@ -238,6 +256,7 @@ def test_bad_input_unknown_ids_and_timeouts(tmp_path: Path, unique: str) -> None
         listed,
         no_store_job,
         no_store_list,
+        no_cancel,
     ) = parallel(
         cli("submit", nobody, "{not json"),
         cli("job", "no-such-job"),
@@ -249,6 +268,7 @@ def test_bad_input_unknown_ids_and_timeouts(tmp_path: Path, unique: str) -> None
         cli("jobs", "--status", "pending", "--json"),
         lambda: msgcore("job", "x", env={"MSGCORE_URL": f"sqlite:///{tmp_path / 'none.db'}"}),
         lambda: msgcore("jobs", "--json", env={"MSGCORE_URL": f"sqlite:///{tmp_path / 'none.db'}"}),
+        cli("cancel", "no-such-job", "--json"),
     )
 
     assert bad_json.returncode == 1
@@ -258,6 +278,12 @@ def test_bad_input_unknown_ids_and_timeouts(tmp_path: Path, unique: str) -> None
     assert no_job.returncode == 1
     one_error_line(no_job)
     assert no_job.stderr.startswith("error: No job 'no-such-job'")
+
+    # an unknown id is not "too late to cancel": exit 1, named
+    assert no_cancel.returncode == 1, no_cancel.stderr
+    one_error_line(no_cancel)
+    assert no_cancel.stderr.startswith("error: No job 'no-such-job'")
+    assert json.loads(no_cancel.stdout)[0]["outcome"] == "no such job"
 
     assert no_wait.returncode == 1  # checked before waiting: it returns at once
     assert "No job 'no-such-job'" in no_wait.stderr

@@ -1,4 +1,4 @@
-"""``msgcore submit|request|jobs|job|wait``: jobs from a terminal or a shell script.
+"""``msgcore submit|request|jobs|job|wait|cancel``: jobs from a terminal or a shell script.
 
 Every command reads ``MSGCORE_*`` like the services do (``--url``/``--store-url`` on
 top), prints a rich table or text for people and, with ``--json``, one JSON document on
@@ -54,7 +54,7 @@ from msgcore.cli.common import (
 )
 from msgcore.cli.options import StoreUrl, Url
 from msgcore.cli.tables import Col, compact_time, fitted_table
-from msgcore.exceptions import JobFailed, RequestTimeoutError
+from msgcore.exceptions import JobFailed, JobNotFoundError, RequestTimeoutError
 from msgcore.jobs.job import Job
 from msgcore.settings import Settings
 from msgcore.store import JobRecord, JobStatus, store_for, store_url_for
@@ -156,6 +156,8 @@ _WAITED = (
     Col("took", "figure"),
     Col("outcome", "text"),
 )
+
+_CANCELLED = (Col("id", "key"), Col("channel"), Col("outcome", "text"))
 
 
 def _check_timeout(timeout: float | None) -> None:
@@ -586,10 +588,95 @@ def wait_jobs(
         raise typer.Exit(EXIT_TIMEOUT)
 
 
+# -- cancel ------------------------------------------------------------------------------
+
+
+async def _cancel(config: Settings, job_ids: list[str]) -> list[tuple[str, bool, JobRecord | None]]:
+    """(id, cancelled now, the record after) for each id; no record: no such job."""
+    async with connected_client(config) as client:
+        outcomes: list[tuple[str, bool, JobRecord | None]] = []
+        for job_id in job_ids:
+            try:
+                cancelled = await client.cancel(job_id)
+            except JobNotFoundError:
+                outcomes.append((job_id, False, None))
+                continue
+            outcomes.append((job_id, cancelled, await client.store.get_job(job_id)))
+        return outcomes
+
+
+def _cancel_outcome(cancelled: bool, record: JobRecord | None) -> str:
+    if record is None:
+        return "no such job"
+    if cancelled:
+        return "cancelled"
+    if record.status is JobStatus.CANCELLED:
+        return "cancelled already"
+    return f"not cancelled: {record.status.value}"
+
+
+def cancel_jobs(
+    job_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Job ids.")],
+    *,
+    url: Url = None,
+    store_url: StoreUrl = None,
+    json: Json = False,
+) -> None:
+    """Cancel jobs no worker has started yet; their handlers never run.
+
+    Exit codes:
+    0  every job is cancelled (now, or before)
+    1  an unknown job id (the others are still cancelled)
+    2  some had started or finished already: they were not cancelled
+    3  the transport or the store did not answer
+    """
+    quiet_libraries()
+    config = settings(url, store_url)
+    unique = list(dict.fromkeys(job_ids))
+    if (missing := missing_store(config)) is not None:
+        _fail(_not_found(config, unique, missing))
+    outcomes = run(_cancel(config, unique))
+    if json:
+        print_json(
+            [
+                {
+                    "job_id": job_id,
+                    "cancelled": cancelled,
+                    "status": None if record is None else record.status.value,
+                    "outcome": _cancel_outcome(cancelled, record),
+                }
+                for job_id, cancelled, record in outcomes
+            ]
+        )
+    else:
+        rows = [
+            (
+                job_id,
+                "-" if record is None else escape(record.channel),
+                _cancel_outcome(cancelled, record),
+            )
+            for job_id, cancelled, record in outcomes
+        ]
+        console.print(
+            fitted_table("cancel", _CANCELLED, rows, width=console.width, keep=("id", "outcome"))
+        )
+    unknown = [job_id for job_id, _, record in outcomes if record is None]
+    if unknown:
+        _fail(_not_found(config, unknown))
+    late = [r for _, _, r in outcomes if r is not None and r.status is not JobStatus.CANCELLED]
+    if late:
+        _fail(
+            f"{len(late)} job(s) had started or finished already and were not cancelled "
+            f"(first: {late[0].job_id}, {late[0].status.value}).",
+            EXIT_FAILED,
+        )
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``submit``, ``request``, ``jobs``, ``job`` and ``wait`` to ``app``."""
+    """Add ``submit``, ``request``, ``jobs``, ``job``, ``wait`` and ``cancel`` to ``app``."""
     app.command("submit")(submit)
     app.command("request")(request)
     app.command("jobs")(list_jobs)
     app.command("job")(show_job)
     app.command("wait")(wait_jobs)
+    app.command("cancel")(cancel_jobs)
