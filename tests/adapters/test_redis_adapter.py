@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from faststream.exceptions import NackMessage, RejectMessage
@@ -22,7 +23,9 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from msgcore import (
+    Client,
     ConfigurationError,
+    JobNotFoundError,
     Message,
     PayloadError,
     RedisSettings,
@@ -910,3 +913,20 @@ def test_connections_pack_commands_with_hiredis() -> None:
     assert b"".join(HiredisConnection().pack_commands(batch)) == b"".join(
         Connection().pack_commands(batch)
     )
+
+
+async def test_an_unknown_job_names_the_store_without_its_password(redis_url: str) -> None:
+    """``get_job`` and ``cancel`` of an id with no record say which store they asked,
+    with the URL's password redacted (Redis' default user takes any password)."""
+    parts = urlsplit(redis_url)
+    if parts.password is None:
+        parts = parts._replace(netloc=f"default:s3cret@{parts.netloc}")
+    url = urlunsplit(parts)
+    password = urlsplit(url).password
+    assert password
+    async with Client(url, store_url=url) as client:
+        for call in (client.get_job, client.cancel):
+            with pytest.raises(JobNotFoundError) as caught:
+                await call("no-such-job")
+            assert "never submitted to this store (redis://" in str(caught.value)
+            assert password not in str(caught.value)
