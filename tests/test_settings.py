@@ -79,3 +79,11 @@ def test_a_bad_environment_variable_is_named_and_its_value_left_out(
     text = str(info.value)
     assert "(MSGCORE_" in text and "(and 1 more)" in text
     assert "hunter2" not in text
+
+
+@pytest.mark.parametrize("url", ["redis://h:6379/abc", "redis://:s3cret@h/0/1"])
+def test_a_redis_url_path_is_a_database_number(url: str) -> None:
+    """redis-py used database 0 for any path that is not a number, without a word."""
+    with pytest.raises(InvalidURLError, match="database number") as info:
+        Settings(url=url)
+    assert "s3cret" not in str(info.value)

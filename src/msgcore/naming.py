@@ -8,6 +8,7 @@ from msgcore.constants import (
     REDIS_JOB_KEY,
     REDIS_JOBS_INDEX_KEY,
     REDIS_KV_KEY,
+    REDIS_LOCK_KEY,
 )
 
 __all__ = [
@@ -41,6 +42,7 @@ REDIS_RESERVED_CHANNEL_PREFIXES = (
     REDIS_JOBS_INDEX_KEY,
     REDIS_KV_KEY,
     REDIS_CACHE_KEY_PREFIX,
+    REDIS_LOCK_KEY,
 )
 
 

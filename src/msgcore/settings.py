@@ -52,14 +52,23 @@ _SCHEMES: dict[str, Transport] = {
 
 def transport_of(url: str) -> Transport:
     """Which transport a URL selects; ``InvalidURLError`` if none."""
-    scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
+    parts = urlsplit(url) if isinstance(url, str) else None
+    scheme = parts.scheme.lower() if parts is not None else ""
     try:
-        return _SCHEMES[scheme]
+        transport = _SCHEMES[scheme]
     except KeyError:
         raise InvalidURLError(
             f"Cannot pick a transport for {redact_url(str(url))!r}: use sqlite:///path.db, "
             "redis://host:6379/0 or amqp://user:password@host:5672/ (MSGCORE_URL)."
         ) from None
+    database = parts.path.strip("/") if parts is not None else ""
+    if transport == "redis" and database and not database.isdigit():
+        # redis-py would fall back to database 0 without a word
+        raise InvalidURLError(
+            f"{redact_url(url)!r}: the path of a Redis URL is the database number "
+            "(redis://host:6379/0); nothing else may follow the host."
+        )
+    return transport
 
 
 class SqliteSettings(BaseModel):

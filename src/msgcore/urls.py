@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +10,11 @@ from urllib.parse import parse_qsl, urlsplit
 
 from msgcore.exceptions import InvalidURLError
 
-_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*:)[^@/?#\s]*(?=@)")
+# The password runs to the last "@" of the URL's token: a password holding a raw "@" or
+# "/" (which clients parse in different ways) is hidden whole, never in part.
+_PASSWORD_IN_URL = re.compile(
+    r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*:)\S*(?=@[^@\s]*(?:\s|$))"
+)
 
 
 def redact_url(url: str) -> str:
@@ -75,4 +80,28 @@ def parse_sqlite_url(url: str) -> SqliteURL:
     # sqlite:///x.db -> path "/x.db" -> relative "x.db"; sqlite:////abs -> "//abs" -> "/abs"
     path = raw_path[1:]
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = sorted(set(options) - set(SQLITE_URL_OPTIONS))
+    if unknown:
+        # a mistyped option would otherwise be ignored without a word
+        raise InvalidURLError(
+            f"{redact_url(url)!r}: unknown URL option(s) {', '.join(unknown)}; a SQLite URL "
+            f"takes {', '.join(SQLITE_URL_OPTIONS)} (seconds)."
+        )
     return SqliteURL(path=str(Path(path)), options=options)
+
+
+SQLITE_URL_OPTIONS = ("busy_timeout", "min_poll_interval", "max_poll_interval")
+"""The options a SQLite URL may carry (``?busy_timeout=2``), all in seconds."""
+
+
+def sqlite_url_seconds(options: dict[str, str], name: str, default: float) -> float:
+    """The URL option ``name`` as seconds (``default`` when absent)."""
+    if name not in options:
+        return default
+    try:
+        value = float(options[name])
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise InvalidURLError(f"URL option {name}={options[name]!r} is not a number of seconds.")
+    return value

@@ -811,14 +811,26 @@ async def test_start_twice_and_restart_are_harmless(settings: Settings, redis: R
 # -- configuration ---------------------------------------------------------------------------
 
 
-def test_reserved_channel_names_are_refused(settings: Settings) -> None:
+@pytest.mark.parametrize("channel", ["_dead:orders", "_lock:orders", "_kv:orders", "_job:7"])
+def test_reserved_channel_names_are_refused(settings: Settings, channel: str) -> None:
     router = Router()
 
-    @router.subscriber("_dead:orders")
+    @router.subscriber(channel)
     async def handle(body: str) -> None: ...
 
-    with pytest.raises(ConfigurationError, match="_dead:orders"):
+    with pytest.raises(ConfigurationError, match=channel):
         create_broker(router, settings=settings)
+
+
+async def test_a_submit_to_a_reserved_name_is_refused_before_anything_is_stored(
+    settings: Settings,
+) -> None:
+    """A channel named like a lock key collided with it: the submit failed half way
+    (WRONGTYPE) and left a pending record that no message would ever finish."""
+    async with Client(settings=settings) as client:
+        with pytest.raises(ConfigurationError, match="_lock:"):
+            await client.submit("_lock:orders", 1, job_id=f"{settings.redis.stream_prefix}x")
+        assert await client.store.get_job(f"{settings.redis.stream_prefix}x") is None
 
 
 def test_non_positive_lease_is_refused(settings: Settings) -> None:

@@ -240,6 +240,9 @@ def test_password_in_a_sqlite_url_with_a_host_part_is_not_shown() -> None:
         ("sqlite:///x.db?min_poll_interval=soon", "min_poll_interval='soon'"),
         ("sqlite:///x.db?busy_timeout=-1", "busy_timeout must be >= 0"),
         ("sqlite:///x.db?min_poll_interval=0.5&max_poll_interval=0.1", "min_poll_interval"),
+        ("sqlite:///x.db?busy_timeout=nan", "busy_timeout='nan' is not a number of seconds"),
+        # a mistyped option used to be ignored without a word
+        ("sqlite:///x.db?busy_timout=2", "unknown URL option(s) busy_timout"),
     ],
 )
 def test_bad_url_options_are_rejected_at_construction(url: str, message: str) -> None:
@@ -266,6 +269,10 @@ def test_bad_url_creates_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         ("redis://u:pa:ss@h", "redis://u:***@h"),  # ':' in the password
         ("rediss://u:s3cret@h/0?ssl_cert_reqs=none", "rediss://u:***@h/0?ssl_cert_reqs=none"),
         ("sqlite+aiosqlite://u:s3cret@h/x", "sqlite+aiosqlite://u:***@h/x"),
+        # raw '@' or '/' in a password (not percent-encoded): hidden whole, not in part
+        ("redis://:sec@ret@h:1/0", "redis://:***@h:1/0"),
+        ("amqp://u:pa/ss@h/", "amqp://u:***@h/"),
+        ("error at 'redis://:s3cret@h/0': refused", "error at 'redis://:***@h/0': refused"),
     ],
 )
 def test_redact_url_replaces_the_password(url: str, redacted: str) -> None:
@@ -354,9 +361,9 @@ async def test_url_naming_a_directory_raises_database_open_error(tmp_path: Path)
     (tmp_path / "adir.db").mkdir()
     before = _aiosqlite_threads()
     broker = SqliteBroker(f"sqlite:///{tmp_path}/adir.db")
-    with pytest.raises(DatabaseOpenError, match="Cannot open the SQLite database") as info:
+    with pytest.raises(DatabaseOpenError, match="is a directory, not a database file") as info:
         await broker.connect()
-    assert "read and write both the directory and the file" in str(info.value)
+    assert f"sqlite:///{tmp_path}/adir.db/msgcore.db" in str(info.value)
     await broker.stop()
     # connect() waited for aiosqlite's worker thread (see the test below).
     assert not [t for t in _aiosqlite_threads() - before if t.is_alive()]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any
 
 import pytest
 
-from msgcore.exceptions import StorageError
+from msgcore.exceptions import ConfigurationError, PayloadError, StorageError
 from msgcore.store import FeedEvent, JobRecord, JobStatus, Store
 from msgcore.store.base import AttemptOutcome
 from msgcore.store.redis import RedisStore
@@ -392,6 +393,74 @@ async def test_hash_set_get_ttl_delete(store: Store) -> None:
     assert await store.get("h") == "plain"
 
 
+async def test_state_arguments_are_checked_the_same_way_on_both_backends(store: Store) -> None:
+    """Each bad argument is refused before anything is written, with the same msgcore
+    error on SQLite and Redis (SQLite stored None as 'None' and bytes as "b'x'", Redis
+    turned a None key into 'None', a NaN ttl never expired on SQLite)."""
+    bad: list[tuple[Any, type[Exception], str]] = [
+        (store.set("k", None), PayloadError, "must be a str"),  # type: ignore[arg-type]
+        (store.set("k", b"x"), PayloadError, "got bytes"),  # type: ignore[arg-type]
+        (store.set("k", True), PayloadError, "got bool"),  # type: ignore[arg-type]
+        (store.set("k", "\ud800"), PayloadError, "unpaired surrogate"),
+        (store.set(None, "v"), PayloadError, "key must be a str"),  # type: ignore[arg-type]
+        (store.set("k", "v", ttl=math.nan), ConfigurationError, "ttl=nan"),
+        (store.set("k", "v", ttl=math.inf), ConfigurationError, "ttl=inf"),
+        (store.set("k", "v", ttl=0), ConfigurationError, "above 0"),
+        (store.set("k", "v", ttl=1e20), ConfigurationError, "at most 100 years"),
+        (store.set("k", "v", ttl="60"), ConfigurationError, "ttl=str"),  # type: ignore[arg-type]
+        (store.hset("h", [("a", "b")]), PayloadError, "mapping"),  # type: ignore[arg-type]
+        (store.hset("h", {"a": None}), PayloadError, "field 'a'"),  # type: ignore[dict-item]
+        (store.hset("h", {1: "b"}), PayloadError, "fields of hash"),  # type: ignore[dict-item]
+        (store.expire("k", None), ConfigurationError, "ttl=None"),  # type: ignore[arg-type]
+        (store.delete("k", None), PayloadError, "key must be a str"),  # type: ignore[arg-type]
+    ]
+    for call, error, match in bad:
+        with pytest.raises(error, match=match):
+            await call
+    assert await store.get("k") is None
+    assert await store.hgetall("h") == {}
+    await store.set("n", 5)  # type: ignore[arg-type]
+    await store.hset("h", {"f": 1.5})  # type: ignore[dict-item]
+    assert (await store.get("n"), await store.hgetall("h")) == ("5", {"f": "1.5"})
+
+
+async def test_a_key_used_as_the_other_kind_is_refused_the_same_way(store: Store) -> None:
+    await store.set("plain", "v")
+    await store.hset("hash", {"f": "v"})
+    with pytest.raises(StorageError, match="holds a value, not a hash"):
+        await store.hset("plain", {"f": "v"})
+    with pytest.raises(StorageError, match="holds a value, not a hash"):
+        await store.hgetall("plain")
+    with pytest.raises(StorageError, match="holds a hash, not a value"):
+        await store.get("hash")
+    assert await store.get("plain") == "v"  # the refused hset changed nothing
+    await store.set("hash", "now plain")  # set replaces a hash, as Redis SET does
+    assert await store.get("hash") == "now plain"
+
+
+async def test_a_bad_state_write_fails_alone(store: Store) -> None:
+    """On SQLite a state write shares the group commit with others: the one that fails
+    must not take the others down with it (it did, with its own binding error)."""
+    results = await asyncio.gather(
+        store.set("a", "1"),
+        store.hset("plain-then-hash", {"f": "v"}),
+        store.hset("b", {"f": "2"}),
+        return_exceptions=True,
+    )
+    assert results == [None, None, None]
+    await store.set("c", "3")
+    results = await asyncio.gather(
+        store.set("d", "4"),
+        store.hset("c", {"f": "v"}),  # refused: c holds a value
+        store.set("e", "5"),
+        return_exceptions=True,
+    )
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], StorageError)
+    assert [await store.get(k) for k in "acde"] == ["1", "3", "4", "5"]
+    assert await store.hgetall("b") == {"f": "2"}
+
+
 # -- metrics and errors --------------------------------------------------------------------
 
 
@@ -416,3 +485,18 @@ async def test_unreachable_redis_raises_storage_error(url: str) -> None:
     assert "127.0.0.1:1" in message
     assert "secret" not in message
     assert "Check that Redis is running" in message
+
+
+def test_a_redis_error_leaves_the_commands_arguments_out() -> None:
+    """redis-py names a failed pipeline command with its arguments: stored values,
+    which may be secrets, went into the StorageError's message."""
+    from msgcore.store.redis import _without_arguments
+
+    text = (
+        "Command # 1 (HSET msgcore:_kv:session token s3cr3t) with a) paren) of pipeline "
+        "caused error: WRONGTYPE Operation against a key holding the wrong kind of value"
+    )
+    assert _without_arguments(text) == (
+        "Command # 1 (HSET ...) of pipeline caused error: WRONGTYPE Operation against a "
+        "key holding the wrong kind of value"
+    )

@@ -13,7 +13,7 @@ from typing import Any
 from msgcore.exceptions import InvalidURLError
 from msgcore.settings import Settings, transport_of
 from msgcore.store.base import TERMINAL, FeedEvent, JobRecord, JobStatus, Store
-from msgcore.urls import parse_sqlite_url, redact_url
+from msgcore.urls import parse_sqlite_url, redact_url, sqlite_url_seconds
 
 __all__ = [
     "DEFAULT_RABBIT_STORE_URL",
@@ -40,18 +40,26 @@ def store_url_for(settings: Settings) -> str:
 
 
 def open_store(url: str, *, settings: Settings | None = None) -> Store:
-    """An unopened store for ``url`` (``sqlite:///…`` or ``redis://…``)."""
+    """An unopened store for ``url`` (``sqlite:///…`` or ``redis://…``).
+
+    Its tuning comes from ``settings``, by default ``Settings()`` (``MSGCORE_*``, as the
+    services read them): the SQLite ``busy_timeout`` (``?busy_timeout=`` in the URL wins)
+    and the Redis key prefix, which must be the workers' to see their jobs.
+    """
     kind = transport_of(url)
+    config = settings if settings is not None else Settings()
     if kind == "sqlite":
         from msgcore.store.sqlite import SqliteStore
 
-        busy = settings.sqlite.busy_timeout if settings is not None else 5.0
+        options = parse_sqlite_url(url).options
+        busy = sqlite_url_seconds(options, "busy_timeout", config.sqlite.busy_timeout)
+        if busy < 0:
+            raise InvalidURLError("URL option busy_timeout must be >= 0 seconds.")
         return SqliteStore(url, busy_timeout=busy)
     if kind == "redis":
         from msgcore.store.redis import RedisStore
 
-        prefix = settings.redis.stream_prefix if settings is not None else "msgcore:"
-        return RedisStore(url, prefix=prefix)
+        return RedisStore(url, prefix=config.redis.stream_prefix)
     raise InvalidURLError(
         f"{redact_url(url)!r} cannot hold job state: MSGCORE_STORE_URL must be a "
         "sqlite:///path.db or redis://host:6379/0 URL (RabbitMQ stores no state)."

@@ -402,7 +402,8 @@ DATA_VERSION: Final = "PRAGMA data_version"
 # A key is a row of KV: kind 'string' holds its value, kind 'hash' marks a hash whose
 # fields are rows of HASH. Expiry lives on the KV row in both cases.
 
-GET_VALUE: Final = f"SELECT value FROM {KV} WHERE key = :key AND kind = 'string' AND {_LIVE}"
+GET_VALUE: Final = f"SELECT kind, value FROM {KV} WHERE key = :key AND {_LIVE}"
+KIND_OF_KEY: Final = f"SELECT kind FROM {KV} WHERE key = :key AND {_LIVE}"
 SET_VALUE: Final = f"""
 INSERT INTO {KV} (key, kind, value, expires_at) VALUES (:key, 'string', :value, :expires_at)
 ON CONFLICT (key) DO UPDATE SET
@@ -423,6 +424,7 @@ DELETE FROM {HASH} WHERE key = :key AND NOT EXISTS (
 )
 """
 # Without a ttl a live hash keeps its expiry (as Redis HSET does); a new one has none.
+# A live string is left as it is (no row changes): hset on it is refused, as in Redis.
 MARK_HASH: Final = f"""
 INSERT INTO {KV} (key, kind, value, expires_at) VALUES (:key, 'hash', NULL, :expires_at)
 ON CONFLICT (key) DO UPDATE SET
@@ -432,6 +434,7 @@ ON CONFLICT (key) DO UPDATE SET
     END,
     kind = 'hash',
     value = NULL
+WHERE NOT (kind = 'string' AND {_LIVE})
 """
 SET_FIELD: Final = f"""
 INSERT INTO {HASH} (key, field, value) VALUES (?, ?, ?)

@@ -27,15 +27,16 @@ import asyncio
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from faststream.redis.message import DATA_KEY
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from msgcore.adapters.redis.connection import connection_class_for
@@ -78,6 +79,7 @@ from msgcore.store.cache import (
     ClaimKind,
 )
 from msgcore.store.deferred import DueLater
+from msgcore.store.kv_args import key_arg, mapping_arg, ttl_arg, value_arg, wrong_kind
 from msgcore.store.locks import LockHolder
 from msgcore.urls import redact_url
 
@@ -183,6 +185,15 @@ def _glob_escape(text: str) -> str:
 def _ms(seconds: float) -> int:
     """A TTL in whole milliseconds; at least 1, which Redis accepts everywhere."""
     return max(1, math.ceil(seconds * 1000))
+
+
+# redis-py names a failed pipeline command with its arguments, stored values included
+_PIPELINE_COMMAND = re.compile(r"Command # (\d+) \((\S+).*?\) of pipeline caused error", re.DOTALL)
+
+
+def _without_arguments(text: str) -> str:
+    """A Redis error's text with the command's arguments (which may be secrets) left out."""
+    return _PIPELINE_COMMAND.sub(r"Command # \1 (\2 ...) of pipeline caused error", text)
 
 
 def _chunks(items: Sequence[_T], size: int = _CHUNK) -> Iterator[Sequence[_T]]:
@@ -324,7 +335,7 @@ class RedisStore(Store):
         except RedisError as exc:
             raise StorageError(
                 f"The Redis job store at {redact_url(self.url)} refused an operation: "
-                f"{redact_url(str(exc))}"
+                f"{redact_url(_without_arguments(str(exc)))}"
             ) from None
 
     def _redis(self) -> Redis:
@@ -979,49 +990,65 @@ class RedisStore(Store):
 
     # -- application state ---------------------------------------------------------------
 
+    @contextmanager
+    def _kv_errors(self, key: str, *, wants: str) -> Iterator[None]:
+        with self._errors():
+            try:
+                yield
+            except ResponseError as exc:
+                if "WRONGTYPE" not in str(exc):
+                    raise
+                raise wrong_kind(key, wants=wants) from None
+
     async def get(self, key: str) -> str | None:
         client = self._redis()
-        with self._errors():
+        with self._kv_errors(key_arg(key), wants="value"):
             value: Any = await client.get(self._kv(key))
         return None if value is None else str(value.decode())
 
     async def set(self, key: str, value: str, *, ttl: float | None = None) -> None:
+        key = key_arg(key)
+        text, seconds = value_arg(key, value), ttl_arg(ttl)
         # A plain SET also clears an earlier TTL, which is what ttl=None asks for.
         client = self._redis()
         with self._errors():
-            await client.set(self._kv(key), value, px=None if ttl is None else _ms(ttl))
+            await client.set(self._kv(key), text, px=None if seconds is None else _ms(seconds))
 
     async def delete(self, *keys: str) -> int:
         if not keys:
             return 0
+        names = {self._kv(key_arg(k)) for k in keys}
         client = self._redis()
         with self._errors():
-            return int(await client.delete(*{self._kv(k) for k in keys}))
+            return int(await client.delete(*names))
 
     async def hset(self, key: str, mapping: Mapping[str, str], *, ttl: float | None = None) -> None:
-        if not mapping:
+        key = key_arg(key)
+        fields, seconds = mapping_arg(key, mapping), ttl_arg(ttl)
+        if not fields:
             # Redis has no empty hashes: only the expiry can change.
-            if ttl is not None:
-                await self.expire(key, ttl)
+            if seconds is not None:
+                await self.expire(key, seconds)
             return
         pipe = self._redis().pipeline(transaction=True)
-        fields: dict[Any, Any] = dict(mapping)
-        pipe.hset(self._kv(key), mapping=fields)
-        if ttl is not None:
-            pipe.pexpire(self._kv(key), _ms(ttl))
-        with self._errors():
+        pipe.hset(self._kv(key), mapping=cast(Any, fields))
+        if seconds is not None:
+            pipe.pexpire(self._kv(key), _ms(seconds))
+        with self._kv_errors(key, wants="hash"):
             await pipe.execute()
 
     async def hgetall(self, key: str) -> dict[str, str]:
         client = self._redis()
-        with self._errors():
+        with self._kv_errors(key_arg(key), wants="hash"):
             raw: Any = await client.hgetall(self._kv(key))
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     async def expire(self, key: str, ttl: float) -> bool:
+        key, seconds = key_arg(key), ttl_arg(ttl, optional=False)
+        assert seconds is not None
         client = self._redis()
         with self._errors():
-            return bool(await client.pexpire(self._kv(key), _ms(ttl)))
+            return bool(await client.pexpire(self._kv(key), _ms(seconds)))
 
     # -- housekeeping --------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from msgcore.store.cache import (
     CacheSubmit,
 )
 from msgcore.store.deferred import DueLater
+from msgcore.store.kv_args import key_arg, mapping_arg, ttl_arg, value_arg, wrong_kind
 from msgcore.store.locks import LockHolder
 from msgcore.store.sqlite_rows import (
     HEAVY_ROWS,
@@ -764,12 +765,17 @@ class SqliteStore(Store):
     # -- application state ---------------------------------------------------------------
 
     async def get(self, key: str) -> str | None:
-        params = {"key": key, "now": time.time()}
+        params = {"key": key_arg(key), "now": time.time()}
         row = await self._read(lambda sql: sql.row(q.GET_VALUE, params))
-        return None if row is None else str(row[0])
+        if row is None:
+            return None
+        if row[0] != "string":
+            raise wrong_kind(key, wants="value")
+        return str(row[1])
 
     async def set(self, key: str, value: str, *, ttl: float | None = None) -> None:
-        params = {"key": key, "value": value, "expires_at": _deadline(ttl)}
+        key = key_arg(key)
+        params = {"key": key, "value": value_arg(key, value), "expires_at": _deadline(ttl_arg(ttl))}
 
         def work(sql: Op[None]) -> None:
             sql.change(q.SET_VALUE, params)
@@ -781,7 +787,7 @@ class SqliteStore(Store):
     async def delete(self, *keys: str) -> int:
         if not keys:
             return 0
-        unique = list(dict.fromkeys(keys))
+        unique = list(dict.fromkeys(key_arg(k) for k in keys))
 
         def work(sql: Op[int]) -> int:
             existed = 0
@@ -796,30 +802,47 @@ class SqliteStore(Store):
         return await self._write(work, heavy=len(unique) > HEAVY_ROWS)
 
     async def hset(self, key: str, mapping: Mapping[str, str], *, ttl: float | None = None) -> None:
-        if not mapping:
+        key = key_arg(key)
+        checked, ttl = mapping_arg(key, mapping), ttl_arg(ttl)
+        if not checked:
             # Redis has no empty hashes: only the expiry can change.
             if ttl is not None:
                 await self.expire(key, ttl)
             return
         now = time.time()
-        fields = [(key, f, v) for f, v in mapping.items()]
+        fields = [(key, f, v) for f, v in checked.items()]
 
-        def work(sql: Op[None]) -> None:
+        def work(sql: Op[StorageError | None]) -> StorageError | None:
             sql.change(q.DROP_STALE_FIELDS, {"key": key, "now": now})
             mark = {"key": key, "now": now, "has_ttl": ttl is not None}
-            sql.change(q.MARK_HASH, {**mark, "expires_at": _deadline(ttl, now)})
+            if not sql.change(q.MARK_HASH, {**mark, "expires_at": _deadline(ttl, now)}):
+                # returned, not raised: the writes committed with this one still commit
+                return wrong_kind(key, wants="hash")
             sql.many(q.SET_FIELD, fields)
+            return None
 
         await self._write(work, heavy=len(fields) > HEAVY_ROWS)
 
     async def hgetall(self, key: str) -> dict[str, str]:
-        params = {"key": key, "now": time.time()}
-        rows = await self._read(lambda sql: sql.rows(q.GET_FIELDS, params))
-        return {str(f): str(v) for f, v in rows}
+        params = {"key": key_arg(key), "now": time.time()}
+
+        def read(sql: Op[list[Any] | str]) -> list[Any] | str:
+            rows = sql.rows(q.GET_FIELDS, params)
+            if rows:
+                return rows
+            kind = sql.row(q.KIND_OF_KEY, params)
+            return [] if kind is None else str(kind[0])
+
+        found = await self._read(read)
+        if isinstance(found, str):
+            raise wrong_kind(key, wants="hash")
+        return {str(f): str(v) for f, v in found}
 
     async def expire(self, key: str, ttl: float) -> bool:
+        key, seconds = key_arg(key), ttl_arg(ttl, optional=False)
+        assert seconds is not None
         now = time.time()
-        params = {"key": key, "now": now, "expires_at": now + ttl}
+        params = {"key": key, "now": now, "expires_at": now + seconds}
         return bool(await self._write(lambda sql: sql.change(q.EXPIRE_KEY, params)))
 
     # -- housekeeping --------------------------------------------------------------------

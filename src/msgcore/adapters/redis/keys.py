@@ -93,7 +93,8 @@ def check_channel(channel: str) -> None:
         raise ConfigurationError(
             f"Channel {channel!r} cannot be used on Redis: names starting with "
             f"{', '.join(REDIS_RESERVED_CHANNEL_PREFIXES)} are msgcore's own keys "
-            "(dead letters, delays, retries). Rename the channel."
+            "(dead letters, delays, retries, job records, state, cache, locks). Rename the "
+            "channel."
         )
 
 

@@ -29,7 +29,7 @@ from msgcore.sqlite.client.notifier import Notifier
 from msgcore.sqlite.publisher.producer import SqliteProducer
 from msgcore.sqlite.response import SqlitePublishCommand
 from msgcore.sqlite.subscriber.usecase import SqliteSubscriber
-from msgcore.urls import parse_sqlite_url
+from msgcore.urls import parse_sqlite_url, sqlite_url_seconds
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -42,17 +42,6 @@ if TYPE_CHECKING:
     from faststream.specification.schema.extra import Tag, TagDict
 
     from msgcore.sqlite.message import SqliteMessage
-
-
-def _float_option(options: dict[str, str], name: str, default: float) -> float:
-    if name not in options:
-        return default
-    try:
-        return float(options[name])
-    except ValueError:
-        raise InvalidURLError(
-            f"URL option {name}={options[name]!r} is not a number of seconds."
-        ) from None
 
 
 class SqliteBroker(
@@ -116,17 +105,19 @@ class SqliteBroker(
         parsed = parse_sqlite_url(url)
         opts = parsed.options
         busy = (
-            busy_timeout if busy_timeout is not EMPTY else _float_option(opts, "busy_timeout", 5.0)
+            busy_timeout
+            if busy_timeout is not EMPTY
+            else sqlite_url_seconds(opts, "busy_timeout", 5.0)
         )
         min_poll = (
             min_poll_interval
             if min_poll_interval is not EMPTY
-            else _float_option(opts, "min_poll_interval", 0.001)
+            else sqlite_url_seconds(opts, "min_poll_interval", 0.001)
         )
         max_poll = (
             max_poll_interval
             if max_poll_interval is not EMPTY
-            else _float_option(opts, "max_poll_interval", 0.1)
+            else sqlite_url_seconds(opts, "max_poll_interval", 0.1)
         )
         if busy < 0 or min_poll <= 0 or max_poll < min_poll:
             raise InvalidURLError(

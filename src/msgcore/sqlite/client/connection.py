@@ -25,7 +25,13 @@ from typing import Any, TypeVar, cast
 import aiosqlite
 
 from msgcore.constants import DEFAULT_GROUP, SCHEMA_VERSION
-from msgcore.exceptions import DatabaseOpenError, SchemaVersionError, StorageError
+from msgcore.exceptions import (
+    DatabaseLockedError,
+    DatabaseOpenError,
+    SchemaVersionError,
+    StorageError,
+    StorageFullError,
+)
 
 from . import queries as q
 from .base import Claim, DeadLetter, OutgoingMessage, QueueTransport, StoredMessage
@@ -429,15 +435,21 @@ class SqliteClient(QueueTransport):
         while self._pending:
             batch, self._pending = self._pending, []
             ops = [op for op, _ in batch]
-            heavy = any(op in self._heavy for op in ops)
+            heavy_ops = {op for op in ops if op in self._heavy}
             self._heavy.difference_update(ops)
             try:
                 results = await self._run(
                     partial(_transaction, ops=ops, busy_timeout=self.busy_timeout),
-                    heavy=heavy,
+                    heavy=bool(heavy_ops),
                 )
             except BaseException as exc:
                 self._touched.clear()
+                if len(batch) > 1 and _one_write_failed(exc):
+                    # One write's own error (a value SQLite cannot bind, a constraint)
+                    # rolled back every write committed with it: each goes again alone,
+                    # so that only the bad one fails. Costs nothing until a write fails.
+                    await self._one_by_one(batch, heavy_ops)
+                    continue
                 for _, fut in batch:
                     if fut.done():
                         continue
@@ -456,6 +468,32 @@ class SqliteClient(QueueTransport):
                     fut.set_exception(res)
                 else:
                     fut.set_result(res)
+
+    async def _one_by_one(
+        self, batch: list[tuple[_WriteOp, asyncio.Future[Any]]], heavy_ops: set[_WriteOp]
+    ) -> None:
+        for i, (op, fut) in enumerate(batch):
+            if fut.done():
+                continue
+            try:
+                [result] = await self._run(
+                    partial(_transaction, ops=(op,), busy_timeout=self.busy_timeout),
+                    heavy=op in heavy_ops,
+                )
+            except Exception as exc:
+                self._touched.clear()
+                fut.set_exception(exc)
+                continue
+            except BaseException:
+                self._touched.clear()
+                for _, rest in batch[i:]:
+                    rest.cancel()
+                raise
+            self._after_commit()
+            if isinstance(result, BaseException):
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)
 
     # -- publishing ----------------------------------------------------------------
 
@@ -634,6 +672,19 @@ class SqliteClient(QueueTransport):
         return int(
             await self._run(lambda c: c.execute(q.QUEUE_DEPTH, (queue, group, group)).fetchone()[0])
         )
+
+
+def _one_write_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` came from one write of a group commit rather than from the
+    file or the lock (busy, full, I/O, corrupt), which every write of it shares."""
+    if not isinstance(exc, Exception):
+        return False  # cancelled or interrupted: nothing is run again
+    cause = exc.__cause__ if isinstance(exc, StorageError) else exc
+    if isinstance(exc, StorageError) and cause is None:
+        return False
+    if isinstance(cause, sqlite3.OperationalError) or type(cause) is sqlite3.DatabaseError:
+        return False
+    return not isinstance(exc, (DatabaseLockedError, StorageFullError, DatabaseOpenError))
 
 
 def _transaction(

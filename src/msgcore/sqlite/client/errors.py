@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 from msgcore.exceptions import (
@@ -42,6 +43,11 @@ def storage_error(exc: sqlite3.Error, *, path: str, busy_timeout: float) -> Stor
 
 
 def _open_advice(path: str, text: str) -> str:
+    if os.path.isdir(path):
+        return (
+            f"{path} is a directory, not a database file (SQLite: {text}). Point the URL at "
+            f"a file in it, e.g. sqlite:///{os.path.join(path, 'msgcore.db')}."
+        )
     if "not a database" in text:
         return (
             f"{path} exists but is not a SQLite database (SQLite: {text}). Point the URL at "
