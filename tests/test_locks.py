@@ -4,6 +4,7 @@ lock on a SQLite store (the store contract runs on Redis too: tests/store)."""
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from collections.abc import AsyncIterator
@@ -35,6 +36,14 @@ def customer_of(order: Any) -> Any:
     return order["customer"]["id"]
 
 
+class _Opaque:
+    pass
+
+
+def no_json_form(order: Any) -> Any:
+    return _Opaque()
+
+
 def lock_for(policy: LockPolicy, **settings: Any) -> Any:
     return policy.resolve("orders", Settings(**settings))
 
@@ -62,6 +71,14 @@ def test_defaults_come_from_settings_and_scope_from_the_channel() -> None:
         {"key": "id", "scope": ""},
         {"key": "id", "wait": -1},
         {"key": "id", "lease": 0},
+        # NaN never times out; inf broke Redis' millisecond leases; strings reached
+        # arithmetic as bare TypeErrors
+        {"key": "id", "wait": math.nan},
+        {"key": "id", "lease": math.inf},
+        {"key": "id", "lease": "60"},
+        {"key": "id", "lease": True},
+        {"key": "id", "lease": 1e20},
+        {"key": "id", "scope": 5},
     ],
 )
 def test_bad_policies_are_refused(kwargs: dict[str, Any]) -> None:
@@ -113,6 +130,9 @@ def test_lock_keys_from_fields_nested_fields_and_functions() -> None:
         (LockPolicy("customer_id"), b"plain words", "text/plain", "no 'customer_id' field"),
         (LockPolicy("customer_id"), b'{"customer_id": null}', "application/json", "is null"),
         (LockPolicy(customer_of), b'{"id": 1}', "application/json", "customer_of"),
+        # an object with no JSON form: its str() held its address, so every message got a
+        # key of its own and the lock excluded nothing
+        (LockPolicy(no_json_form), b'{"id": 1}', "application/json", "no_json_form"),
     ],
 )
 def test_a_message_without_a_key_is_an_invalid_payload(
@@ -231,6 +251,16 @@ def test_client_lock_refuses_bad_waits_and_leases(tmp_path: Path) -> None:
         client.lock("k", lease=0)
     with pytest.raises(ConfigurationError, match="needs a key"):
         client.lock("")
+    for key in (b"k", 7, ("k",)):
+        with pytest.raises(ConfigurationError, match="non-empty str"):
+            client.lock(key)  # type: ignore[arg-type]
+    for bad in (math.nan, "3", [1]):
+        with pytest.raises(ConfigurationError, match=re.escape("wait=...)")):
+            client.lock("k", wait=bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="at most 100 years"):
+        client.lock("k", lease=math.inf)
+    assert client.lock("k", wait=math.inf).wait == math.inf  # waits with no end
+    assert client.lock("k", wait=timedelta(seconds=3)).wait == 3.0
 
 
 async def test_a_cached_locked_handler_decodes_each_body_once(

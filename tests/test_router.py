@@ -136,8 +136,12 @@ def test_declaration_errors() -> None:
     router = Router()
     with pytest.raises(ConfigurationError, match="contradicts"):
         router.subscriber("x", max_attempts=3, retry=RetryPolicy(max_attempts=4))
-    with pytest.raises(ConfigurationError, match="max_workers"):
-        router.subscriber("x", max_workers=0)
+    for bad in (0, 1.5, "4"):
+        with pytest.raises(ConfigurationError, match="max_workers"):
+            router.subscriber("x", max_workers=bad)  # type: ignore[arg-type]
+    # max_attempts=0 was taken for "the default" (five attempts) without a word
+    with pytest.raises(ConfigurationError, match="max_attempts"):
+        router.subscriber("x", max_attempts=0)
     with pytest.raises(ConfigurationError, match="channel"):
         router.subscriber("")
     for bad_channel in ("", None):

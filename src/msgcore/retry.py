@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
+
+from msgcore.exceptions import ConfigurationError
 
 __all__ = ["RetryPolicy"]
 
@@ -25,10 +28,24 @@ class RetryPolicy:
     """Fraction of the delay added at random, so that failed batches spread out."""
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
-        if self.backoff < 0 or self.backoff_max < 0 or self.jitter < 0:
-            raise ValueError("backoff, backoff_max and jitter must not be negative")
+        attempts = self.max_attempts
+        if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
+            raise ConfigurationError(
+                f"RetryPolicy(max_attempts=...) must be an int of at least 1 (the first "
+                f"delivery counts), got {attempts!r}"
+            )
+        numbers = {
+            "backoff": self.backoff,
+            "backoff_factor": self.backoff_factor,
+            "backoff_max": self.backoff_max,
+            "jitter": self.jitter,
+        }
+        for name, value in numbers.items():
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if not ok or not math.isfinite(value) or value < 0:
+                raise ConfigurationError(
+                    f"RetryPolicy({name}=...) must be a finite number of 0 or more, got {value!r}"
+                )
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""

@@ -294,8 +294,10 @@ class Router:
         """
         if not channel:
             raise ConfigurationError("A subscriber needs a channel: @router.subscriber('orders')")
-        if max_workers < 1:
-            raise ConfigurationError(f"max_workers must be at least 1, got {max_workers}")
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+            raise ConfigurationError(
+                f"max_workers must be an int of at least 1, got {max_workers!r}"
+            )
         if prefetch is not None and (
             isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0
         ):
@@ -307,8 +309,9 @@ class Router:
                 f"max_attempts={max_attempts} contradicts retry.max_attempts="
                 f"{retry.max_attempts}: pass one of them."
             )
+        # max_attempts=0 is refused by RetryPolicy, not taken for "the default"
         policy = retry or (
-            RetryPolicy(max_attempts=max_attempts) if max_attempts else RetryPolicy()
+            RetryPolicy(max_attempts=max_attempts) if max_attempts is not None else RetryPolicy()
         )
 
         if cache is True:

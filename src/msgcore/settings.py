@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from msgcore.constants import (
@@ -24,6 +24,7 @@ from msgcore.constants import (
     DEFAULT_RESULT_TTL_SECONDS,
 )
 from msgcore.exceptions import InvalidURLError, SettingsError
+from msgcore.timespans import LONGEST
 from msgcore.urls import redact_url
 
 __all__ = [
@@ -71,36 +72,43 @@ def transport_of(url: str) -> Transport:
     return transport
 
 
-class SqliteSettings(BaseModel):
+class _Section(BaseModel):
+    # inf and NaN are no durations: Redis cannot take them as milliseconds, and a NaN
+    # deadline never comes
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class SqliteSettings(_Section):
     busy_timeout: float = Field(5.0, ge=0, description="Seconds a write waits for the lock.")
     min_poll_interval: float = Field(0.001, gt=0)
     max_poll_interval: float = Field(0.1, gt=0)
     transactional_publish: bool = True
 
 
-class RedisSettings(BaseModel):
+class RedisSettings(_Section):
     stream_prefix: str = Field("msgcore:", description="Prefix of every stream and key.")
     polling_interval_ms: int = Field(100, gt=0, description="XREADGROUP block time.")
     maxlen: int | None = Field(None, description="Approximate stream cap (None: unbounded).")
 
 
-class RabbitSettings(BaseModel):
+class RabbitSettings(_Section):
     exchange: str = Field("msgcore", description="The durable topic exchange channels use.")
     prefetch: int = Field(32, gt=0, description="Unacked messages per consumer channel.")
 
 
-class JobSettings(BaseModel):
+class JobSettings(_Section):
     track: bool = Field(
         True, description="Record the life of jobs submitted with a job id (workers)."
     )
     result_ttl: float | None = Field(
         DEFAULT_RESULT_TTL_SECONDS,
         gt=0,
+        le=LONGEST,
         description="Seconds a finished job's record and result are kept (None: forever).",
     )
 
 
-class CacheSettings(BaseModel):
+class CacheSettings(_Section):
     enabled: bool = Field(
         True,
         description="Use the result cache of handlers declared with cache= (False: "
@@ -109,6 +117,7 @@ class CacheSettings(BaseModel):
     ttl: float | None = Field(
         DEFAULT_RESULT_TTL_SECONDS,
         gt=0,
+        le=LONGEST,
         description="Seconds an entry is kept unless its CachePolicy says (None: forever).",
     )
     max_entries: int | None = Field(
@@ -119,27 +128,30 @@ class CacheSettings(BaseModel):
     lease: float = Field(
         DEFAULT_CACHE_LEASE_SECONDS,
         gt=0,
+        le=LONGEST,
         description="Seconds a queued job holds its key for single-flight (refreshed "
         "while it runs).",
     )
 
 
-class LockSettings(BaseModel):
+class LockSettings(_Section):
     wait: float = Field(
         DEFAULT_LOCK_WAIT_SECONDS,
         ge=0,
+        le=LONGEST,
         description="Seconds a handler waits for its key's lock unless its LockPolicy says; "
         "then the attempt fails with LockTimeoutError and is retried.",
     )
     lease: float = Field(
         DEFAULT_LOCK_LEASE_SECONDS,
         gt=0,
+        le=LONGEST,
         description="Seconds a held lock outlives a silent holder (refreshed while it is "
         "held, so only a dead or stalled process lets it run out).",
     )
 
 
-class TelemetrySettings(BaseModel):
+class TelemetrySettings(_Section):
     enabled: bool = Field(
         True,
         description="Trace brokers and clients once OpenTelemetry is set up (False: never).",
@@ -174,6 +186,7 @@ class Settings(BaseSettings):
         env_prefix="MSGCORE_",
         env_nested_delimiter="__",
         extra="ignore",
+        allow_inf_nan=False,
         # validation errors must not echo values: URLs carry passwords
         hide_input_in_errors=True,
     )

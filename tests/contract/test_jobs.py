@@ -15,6 +15,7 @@ import pytest
 from pydantic import BaseModel
 
 from msgcore import (
+    CachePolicy,
     ConfigurationError,
     JobCancelledError,
     JobFailed,
@@ -182,13 +183,16 @@ async def test_a_submit_whose_publish_fails_leaves_no_record(
         assert calls.items == [4]
 
 
+@pytest.mark.parametrize("cached", [False, True], ids=["plain", "cached"])
 async def test_a_payload_that_cannot_be_encoded_sends_and_stores_nothing(
-    transport: Transport, store_url: str | None, unique: str
+    transport: Transport, store_url: str | None, unique: str, cached: bool
 ) -> None:
+    """On a cached channel too: there the misses of a batch were claimed and sent one by
+    one, so a bad payload stopped the batch after the good ones had gone out."""
     router = Router(prefix=f"{unique}.")
     calls = Sink()
 
-    @router.subscriber("orders")
+    @router.subscriber("orders", cache=CachePolicy() if cached else None)
     async def handle(n: int) -> int:
         calls.add(n)
         return n

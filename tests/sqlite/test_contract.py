@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import subprocess
 import sys
 import time
@@ -1366,6 +1367,9 @@ def test_max_attempts_contradicting_retry_policy_is_refused(db_url: str, unique:
     broker = SqliteBroker(db_url, logger=None)
     with pytest.raises(ValueError, match="contradicts"):
         broker.subscriber(unique, max_attempts=2, retry=msgcore.RetryPolicy(max_attempts=3))
+    for bad in ({"max_attempts": 0}, {"max_attempts": 2.5}, {"backoff": math.nan}):
+        with pytest.raises(msgcore.ConfigurationError, match="RetryPolicy"):
+            msgcore.RetryPolicy(**bad)  # type: ignore[arg-type]
 
 
 async def test_max_workers_runs_handlers_concurrently_real(real: Transport, unique: str) -> None:

@@ -81,7 +81,9 @@ def cache_key(
     kind, data = value
     if key is not None:
         try:
-            kind, data = "key", pydantic_core.to_jsonable_python(key(data), fallback=str)
+            # no str() fallback: an object without a JSON form gives its address, a key
+            # that differs per process and per call
+            kind, data = "key", pydantic_core.to_jsonable_python(key(data))
         except Exception as exc:
             name = getattr(key, "__qualname__", repr(key))
             raise CacheKeyError(

@@ -66,9 +66,16 @@ class CachePolicy:
         seconds(self.lease, "CachePolicy(lease=...)")
         if self.key is not None:
             _key_path(self.key)
-        if self.max_entries is not None and self.max_entries < 1:
+        entries = self.max_entries
+        if entries is not None and (
+            not isinstance(entries, int) or isinstance(entries, bool) or entries < 1
+        ):
             raise ConfigurationError(
-                f"CachePolicy(max_entries=...) must be at least 1, got {self.max_entries}"
+                f"CachePolicy(max_entries=...) must be an int of at least 1, got {entries!r}"
+            )
+        if not isinstance(self.version, str | int) or isinstance(self.version, bool):
+            raise ConfigurationError(
+                f"CachePolicy(version=...) takes a str (or an int), got {self.version!r}"
             )
         if not str(self.version):
             raise ConfigurationError("CachePolicy(version=...) must not be empty")

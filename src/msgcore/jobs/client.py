@@ -432,6 +432,10 @@ class Client:
     ) -> list[Job] | None:
         """Submit through the cache: hits and joins publish nothing. None: the channel
         has no cache any more (submit the plain way)."""
+        if len(items) > 1:
+            # the misses go out one by one below: a payload that cannot be encoded must
+            # stop the batch before any of it is claimed or sent
+            self._check_encodable(policy.channel, items)
         for _ in range(2):
             requests = [
                 CacheSubmit(
@@ -535,11 +539,11 @@ class Client:
 
     async def cache_stats(self, channel: str | None = None) -> list[CacheStats]:
         """Hits, misses, joins, entries and size per cached channel (or one channel)."""
-        return await self.store.cache_stats(channel=channel)
+        return await self.store.cache_stats(channel=_channel_arg("cache_stats", channel))
 
     async def cache_clear(self, channel: str | None = None) -> int:
         """Delete cached results (of one channel) and zero the counters; how many."""
-        return await self.store.cache_clear(channel=channel)
+        return await self.store.cache_clear(channel=_channel_arg("cache_clear", channel))
 
     def lock(
         self, key: str, *, wait: float | None = None, lease: float | None = None
@@ -553,8 +557,11 @@ class Client:
         process if it dies. A handler's ``LockPolicy`` locks ``"{scope}:{value}"`` (the
         scope defaults to the channel): lock that key to exclude the handler.
         """
-        if not key:
-            raise ConfigurationError("client.lock() needs a key")
+        if not isinstance(key, str) or not key:
+            raise ConfigurationError(
+                f"client.lock() needs a key, a non-empty str, got {key!r}: every process "
+                "that locks the same str excludes the others."
+            )
         locks = self.settings.locks
         return _LockContext(
             self,
@@ -565,6 +572,8 @@ class Client:
 
     async def locks(self, prefix: str = "") -> list[LockHolder]:
         """The locks held now (whose key starts with ``prefix``), with holder and expiry."""
+        if not isinstance(prefix, str):
+            raise ConfigurationError(f"client.locks(prefix) takes a str, got {prefix!r}")
         return await self.store.list_locks(now=time.time(), prefix=prefix)
 
     async def get_job(self, job_id: str) -> Job:
@@ -720,14 +729,26 @@ class Client:
         return f"Client({self.settings.safe_url!r})"
 
 
+def _channel_arg(method: str, channel: Any) -> str | None:
+    if channel is None or (isinstance(channel, str) and channel):
+        return channel
+    raise ConfigurationError(
+        f"client.{method}(channel) takes a channel name or None (every channel), got {channel!r}"
+    )
+
+
 class _LockContext:
     """What ``Client.lock`` returns: takes the lock on enter, releases it on exit."""
 
     def __init__(self, client: Client, key: str, *, wait: float, lease: float) -> None:
         # the same checks (and messages) as LockPolicy's
-        seconds(wait, f"client.lock({key!r}, wait=...)", allow_zero=True)
-        seconds(lease, f"client.lock({key!r}, lease=...)")
-        self.client, self.key, self.wait, self.lease = client, key, wait, lease
+        checked_wait = seconds(
+            wait, f"client.lock({key!r}, wait=...)", allow_zero=True, allow_forever=True
+        )
+        checked_lease = seconds(lease, f"client.lock({key!r}, lease=...)")
+        assert checked_wait is not None and checked_lease is not None
+        self.client, self.key = client, key
+        self.wait, self.lease = checked_wait, checked_lease
         self._held: HeldLock | None = None
 
     async def __aenter__(self) -> HeldLock:

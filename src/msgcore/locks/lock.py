@@ -176,7 +176,7 @@ class HeldLock:
                 self.lost = True
                 logger.error(
                     "the lock %r ran out while held (this process was silent for longer than "
-                    "its %.0f s lease) and may be held by another now; raise the lease",
+                    "its %g s lease) and may be held by another now; raise the lease",
                     self.key,
                     self.lease,
                 )
@@ -216,7 +216,7 @@ class HeldLock:
 
     def _release_failed(self, exc: BaseException) -> None:
         logger.warning(
-            "releasing the lock %r failed: %r; it frees when its %.0f s lease runs out",
+            "releasing the lock %r failed: %r; it frees when its %g s lease runs out",
             self.key,
             exc,
             self.lease,

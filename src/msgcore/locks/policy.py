@@ -59,14 +59,16 @@ class LockPolicy:
             raise ConfigurationError(
                 f"LockPolicy(key=...) takes a field name or a function, got {self.key!r}"
             )
-        if self.scope is not None and not self.scope:
-            raise ConfigurationError("LockPolicy(scope=...) must not be empty")
-        seconds(self.wait, "LockPolicy(wait=...)", allow_zero=True)
+        if self.scope is not None and (not isinstance(self.scope, str) or not self.scope):
+            raise ConfigurationError(
+                f"LockPolicy(scope=...) takes a non-empty str, got {self.scope!r}"
+            )
+        seconds(self.wait, "LockPolicy(wait=...)", allow_zero=True, allow_forever=True)
         seconds(self.lease, "LockPolicy(lease=...)")
 
     def resolve(self, channel: str, settings: Settings) -> ChannelLock:
         """The policy of ``channel`` with the settings' defaults filled in."""
-        wait = seconds(self.wait, "LockPolicy(wait=...)", allow_zero=True)
+        wait = seconds(self.wait, "LockPolicy(wait=...)", allow_zero=True, allow_forever=True)
         lease = seconds(self.lease, "LockPolicy(lease=...)")
         return ChannelLock(
             channel=channel,
@@ -115,7 +117,9 @@ class ChannelLock:
 
     def _find(self, kind: str, data: Any) -> Any:
         if callable(self.key):
-            return pydantic_core.to_jsonable_python(self.key(data), fallback=str)
+            # no str() fallback: an object without a JSON form gives its address, and
+            # every message would lock a key of its own
+            return pydantic_core.to_jsonable_python(self.key(data))
         node = data
         for part in self.key.split("."):
             if kind != "json" or not isinstance(node, dict) or part not in node:

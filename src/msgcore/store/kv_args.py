@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from msgcore.exceptions import ConfigurationError, PayloadError, StorageError
+from msgcore.timespans import LONGEST
 
 __all__ = ["MAX_TTL", "key_arg", "mapping_arg", "ttl_arg", "value_arg", "wrong_kind"]
 
-MAX_TTL = 100 * 365.25 * 86400.0
-"""The longest expiry accepted, in seconds (about 100 years; ``ttl=None`` keeps a key
-for ever). Far beyond it, Redis refuses the number and SQLite would store it."""
+MAX_TTL = LONGEST
+"""The longest expiry accepted, in seconds (``ttl=None`` keeps a key for ever)."""
 
 
 def _encodable(text: str) -> bool:
