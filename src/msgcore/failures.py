@@ -22,10 +22,18 @@ __all__ = [
     "RecordError",
     "TakesErrorRecording",
     "describe_error",
+    "invalid_reason",
 ]
 
 INVALID_PAYLOAD = (ValidationError, json.JSONDecodeError, UnicodeDecodeError, LockKeyError)
 """Errors that no retry can fix: the message goes to the dead letters at once."""
+
+
+def invalid_reason(exc: BaseException | None) -> str:
+    """A dead letter's reason for an ``INVALID_PAYLOAD`` error."""
+    if isinstance(exc, LockKeyError):
+        return "no lock key: the payload has no key for its handler's lock"
+    return "invalid payload: it cannot be decoded or validated"
 
 
 def describe_error(exc: BaseException | None) -> str | None:

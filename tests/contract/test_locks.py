@@ -148,4 +148,5 @@ async def test_a_message_without_its_key_is_dead_at_once(
         assert ran == []
         dead = await transport.wait_dead_letters(client._broker, f"{unique}.orders", 1)
         assert "LockKeyError" in f"{dead[0].reason} {dead[0].error}"
+        assert dead[0].reason.startswith("no lock key")  # was "invalid payload: ..."
         assert dead[0].attempts == 1

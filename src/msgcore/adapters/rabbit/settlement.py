@@ -35,7 +35,7 @@ from msgcore.adapters.rabbit.message import (
 from msgcore.adapters.rabbit.topology import WaitQueues, bucket_ms, wait_queue_arguments
 from msgcore.constants import HEADER_ATTEMPT
 from msgcore.exceptions import DeliveryError
-from msgcore.failures import INVALID_PAYLOAD, describe_error
+from msgcore.failures import INVALID_PAYLOAD, describe_error, invalid_reason
 from msgcore.naming import rabbit_wait_queue
 from msgcore.retry import RetryPolicy
 
@@ -129,7 +129,7 @@ class Settler:
         if not d.open:
             return
         if isinstance(d.error, INVALID_PAYLOAD):
-            await self.dead_letter(d, reason="invalid payload: it cannot be decoded or validated")
+            await self.dead_letter(d, reason=invalid_reason(d.error))
             return
         policy = self.retry_policy
         if policy.exhausted(d.attempt):

@@ -34,7 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from msgcore.adapters.redis import scripts
 from msgcore.adapters.redis.dead_letters import DeadLetterEntry
 from msgcore.adapters.redis.keys import ATTEMPT_FIELD, ORIGIN_FIELD, ChannelKeys
-from msgcore.failures import INVALID_PAYLOAD, describe_error
+from msgcore.failures import INVALID_PAYLOAD, describe_error, invalid_reason
 from msgcore.retry import RetryPolicy
 
 __all__ = ["CURRENT_DELIVERY", "AckCommand", "Delivery", "Settlement", "describe_error"]
@@ -243,9 +243,7 @@ class Settlement:
             return
         error = delivery.error
         if isinstance(error, INVALID_PAYLOAD):
-            await self.dead_letter(
-                delivery, reason="invalid payload: it cannot be decoded or validated"
-            )
+            await self.dead_letter(delivery, reason=invalid_reason(error))
             return
         attempt = delivery.attempt
         if self.retry.exhausted(attempt):

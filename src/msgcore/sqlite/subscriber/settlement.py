@@ -14,7 +14,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
-from msgcore.failures import INVALID_PAYLOAD, describe_error
+from msgcore.failures import INVALID_PAYLOAD, describe_error, invalid_reason
 from msgcore.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ class Settlement:
         msg.outbox = None
         error = msg.error
         if isinstance(error, INVALID_PAYLOAD):
-            await self.dead_letter(msg, reason="invalid payload: it cannot be decoded or validated")
+            await self.dead_letter(msg, reason=invalid_reason(error))
             return
         if self.retry.exhausted(msg.attempts):
             await self.dead_letter(
