@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from msgcore import ConfigurationError, Message, RetryPolicy, Router, Settings, create_broker
+from msgcore import (
+    ConfigurationError,
+    Message,
+    PayloadError,
+    RetryPolicy,
+    Router,
+    Settings,
+    create_broker,
+)
 from msgcore.testing import TestClient
 
 
@@ -152,3 +160,23 @@ def test_declaration_errors() -> None:
             router.subscriber("x", prefetch=bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match=r"msgcore\.Router"):
         router.include_router(object())  # type: ignore[arg-type]
+
+
+async def test_a_publisher_checks_what_is_passed_beside_the_payload() -> None:
+    """The same checks as the client's, before the publisher needs a broker."""
+    router = Router()
+    handle = router.publisher("invoices")
+    with pytest.raises(ConfigurationError, match="priority="):
+        await handle.publish(1, priority="high")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="delay="):
+        await handle.publish(1, delay=float("nan"))
+    with pytest.raises(ConfigurationError, match="not_before="):
+        await handle.publish(1, not_before=3)  # type: ignore[arg-type]
+    with pytest.raises(PayloadError, match="msgcore's own"):
+        await handle.publish(1, headers={"x-msgcore-attempt": 7})
+    with pytest.raises(ConfigurationError, match="timeout="):
+        await handle.request(1, timeout=0)
+    with pytest.raises(PayloadError, match="msgcore's own"):
+        router.publisher("receipts", headers={"correlation_id": "c"})
+    with pytest.raises(ConfigurationError, match="not bound"):
+        await handle.publish(1, priority=0, headers={"h": "v"})  # checked, then unbound

@@ -17,6 +17,13 @@ from pydantic_core import PydanticSerializationError
 from msgcore.cache.policy import CachePolicy
 from msgcore.exceptions import BrokerConnectionError, ConfigurationError, PayloadError
 from msgcore.locks.policy import LockPolicy
+from msgcore.publish_args import (
+    check_delay,
+    check_headers,
+    check_not_before,
+    check_priority,
+    check_timeout,
+)
 from msgcore.retry import RetryPolicy
 from msgcore.urls import redact_url
 
@@ -87,8 +94,9 @@ class PublisherHandle:
     ) -> None:
         self.router = router
         self.channel = channel
-        self.headers = dict(headers or {})
         _check_channel(channel)
+        check_headers(headers, channel)
+        self.headers = dict(headers or {})
         self.title = title
         self.description = description
         self.schema = schema
@@ -135,7 +143,34 @@ class PublisherHandle:
         """Publish ``message`` to this channel on the bound transport.
 
         Raises ``BrokerConnectionError`` when the broker cannot be reached or the
-        connection drops during the publish."""
+        connection drops during the publish; ``PayloadError`` or ``ConfigurationError``
+        for a payload, header, delay or priority no transport takes alike."""
+        if headers is not None or delay is not None or priority is not None:
+            check_headers(headers, self.full_channel)
+            check_delay(delay)
+            check_priority(priority)
+        check_not_before(not_before)
+        await self._publish(
+            message,
+            headers=headers,
+            correlation_id=correlation_id,
+            delay=delay,
+            not_before=not_before,
+            priority=priority,
+        )
+
+    async def _publish(
+        self,
+        message: SendableMessage = None,
+        *,
+        headers: dict[str, Any] | None = None,
+        correlation_id: str | None = None,
+        delay: float | None = None,
+        not_before: datetime | None = None,
+        priority: int | None = None,
+    ) -> None:
+        """``publish`` with arguments checked by the caller: the client's, which adds
+        msgcore's own headers (the job id) to checked ones."""
         bound = self.bound
         try:
             await bound.publish(
@@ -163,6 +198,20 @@ class PublisherHandle:
 
         ``timeout`` defaults to ``Settings.request_timeout`` (30 s) on every transport.
         """
+        check_headers(headers, self.full_channel)
+        check_timeout(timeout)
+        return await self._request(
+            message, headers=headers, correlation_id=correlation_id, timeout=timeout
+        )
+
+    async def _request(
+        self,
+        message: SendableMessage = None,
+        *,
+        headers: dict[str, Any] | None = None,
+        correlation_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         bound = self.bound
         try:
             return await bound.request(

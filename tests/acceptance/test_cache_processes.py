@@ -160,13 +160,13 @@ async def test_repeated_pages_render_once(
     await stack.wait_ready(*workers)
 
     published = Counter[str]()
-    original = PublisherHandle.publish
+    original = PublisherHandle._publish  # the client's publishes
 
     async def counting(self: PublisherHandle, *args: Any, **kwargs: Any) -> None:
         published[self.channel] += 1
         await original(self, *args, **kwargs)
 
-    monkeypatch.setattr(PublisherHandle, "publish", counting)
+    monkeypatch.setattr(PublisherHandle, "_publish", counting)
 
     pages = [Page(doc=f"doc-{i % DISTINCT}.md", width=800) for i in range(SUBMITS)]
     async with Client(settings=case.settings()) as client:

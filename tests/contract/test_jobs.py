@@ -7,6 +7,7 @@ job store on a SQLite file and on Redis.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import Counter
 from typing import Any
@@ -162,7 +163,7 @@ async def test_a_submit_whose_publish_fails_leaves_no_record(
     async with running(transport, router, store_url) as client:
         channel = f"{unique}.orders"
         handle_ = client._publisher(channel)
-        publish = handle_.publish
+        publish = handle_._publish  # the client's own, past its argument checks
         made: list[str] = []
 
         async def refused(*args: Any, **kwargs: Any) -> None:
@@ -170,7 +171,7 @@ async def test_a_submit_whose_publish_fails_leaves_no_record(
             await asyncio.sleep(0)
             raise ConnectionError("broker gone")
 
-        handle_.publish = refused  # type: ignore[method-assign]
+        handle_._publish = refused  # type: ignore[method-assign]
         with pytest.raises(ConnectionError, match="broker gone"):
             await client.submit(channel, 1)
         with pytest.raises(ConnectionError, match="broker gone"):
@@ -178,7 +179,7 @@ async def test_a_submit_whose_publish_fails_leaves_no_record(
         assert len(made) == 3
         assert await client.store.get_jobs(made) == {}
 
-        handle_.publish = publish  # type: ignore[method-assign]
+        handle_._publish = publish  # type: ignore[method-assign]
         assert await (await client.submit(channel, 4)).result(timeout=10) == 4
         assert calls.items == [4]
 
@@ -215,6 +216,71 @@ async def test_a_payload_that_cannot_be_encoded_sends_and_stores_nothing(
         assert calls.items == [4]
 
 
+async def test_arguments_beside_the_payload_are_checked_alike_before_anything_is_stored(
+    transport: Transport, store_url: str | None, unique: str
+) -> None:
+    """Headers, delay, priority and timeout: one answer on every transport. Before, a
+    text priority stored on SQLite headed every claim of its channel and blocked it for
+    good; a caller's x-msgcore-job-id header made a request answer with that job's
+    result; NaN and infinite delays were a storage error, "now" or a bare error."""
+    router = Router(prefix=f"{unique}.")
+    calls = Sink()
+
+    @router.subscriber("orders")
+    async def handle(n: int) -> int:
+        calls.add(n)
+        return n
+
+    async with running(transport, router, store_url) as client:
+        channel = f"{unique}.orders"
+        done = await client.submit(channel, 1)
+        assert await done.result(timeout=10) == 1
+        refused: list[tuple[Any, type[Exception], str]] = [
+            (client.submit(channel, 2, priority="high"), ConfigurationError, "priority="),
+            (client.submit(channel, 2, priority=1.5), ConfigurationError, "priority="),
+            (client.submit(channel, 2, priority=2**64), ConfigurationError, "priority="),
+            (client.submit(channel, 2, delay=math.nan), ConfigurationError, "delay="),
+            (client.submit(channel, 2, delay=math.inf), ConfigurationError, "delay="),
+            (client.submit(channel, 2, delay="3"), ConfigurationError, "delay="),
+            (
+                client.submit(channel, 2, headers={"x-msgcore-job-id": done.id}),
+                PayloadError,
+                "msgcore's own",
+            ),
+            (client.submit(channel, 2, headers={"reply_to": "x"}), PayloadError, "msgcore's own"),
+            (client.submit(channel, 2, headers={"h": object()}), PayloadError, "got object"),
+            (client.submit(channel, 2, headers={"h": b"\xff"}), PayloadError, "got bytes"),
+            (client.submit(channel, 2, headers={"h": [1]}), PayloadError, "got list"),
+            (client.submit(channel, 2, headers={1: "v"}), PayloadError, "non-empty str"),
+            (client.submit(channel, 2, headers=[("h", "v")]), PayloadError, "must be a dict"),
+            (
+                client.submit_many(channel, [2, 3], headers={"X-Msgcore-Attempt": "7"}),
+                PayloadError,
+                "msgcore's own",
+            ),
+            (
+                client.request(channel, 2, headers={"x-msgcore-job-id": done.id}),
+                PayloadError,
+                "msgcore's own",
+            ),
+            (client.request(channel, 2, timeout=0), ConfigurationError, "timeout="),
+            (client.request(channel, 2, timeout=-1), ConfigurationError, "timeout="),
+            (client.request(channel, 2, timeout=math.nan), ConfigurationError, "timeout="),
+        ]
+        for call, error, match in refused:
+            with pytest.raises(error, match=match):
+                await call
+        assert [r.job_id for r in await client.store.list_jobs(channel=channel)] == [done.id]
+        # what every transport takes: priority 0, scalar headers, a past delay
+        ok = await client.submit(
+            channel, 4, priority=0, delay=-1, headers={"s": "v", "i": 1, "f": 1.5, "b": True}
+        )
+        assert await ok.result(timeout=10) == 4
+        assert await client.request(channel, 5, timeout=10) == 5
+        await asyncio.sleep(0.3)  # a refused message would have run by now
+        assert calls.items == [1, 4, 5]
+
+
 async def test_a_submit_publishes_before_other_ready_work(
     transport: Transport, store_url: str | None, unique: str
 ) -> None:
@@ -232,14 +298,14 @@ async def test_a_submit_publishes_before_other_ready_work(
         channel = f"{unique}.orders"
         await (await client.submit(channel, 0)).result(timeout=10)
         handle_ = client._publisher(channel)
-        publish = handle_.publish
+        publish = handle_._publish
         order: list[str] = []
 
         async def watched(*args: Any, **kwargs: Any) -> None:
             order.append("publish")
             await publish(*args, **kwargs)
 
-        handle_.publish = watched  # type: ignore[method-assign]
+        handle_._publish = watched  # type: ignore[method-assign]
         asyncio.get_running_loop().call_soon(order.append, "other")
         job = await client.submit(channel, 1)
         assert order[:2] == ["publish", "other"]

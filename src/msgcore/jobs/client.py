@@ -40,6 +40,7 @@ from msgcore.jobs.outages import through_store_outage
 from msgcore.jobs.progress import WaitProgress
 from msgcore.jobs.tracking import worker_id
 from msgcore.locks.lock import HeldLock, acquire
+from msgcore.publish_args import check_delay, check_headers, check_priority, check_timeout
 from msgcore.router import PublisherHandle, Router, unencodable
 from msgcore.settings import Settings, transport_of
 from msgcore.store import JobRecord, Store, store_for
@@ -292,6 +293,11 @@ class Client:
         cache: bool = True,
     ) -> list[Job]:
         publisher = self._publisher(channel)
+        # the caller's arguments, before any record exists: the publishes below add
+        # msgcore's own headers and skip the publisher's checks
+        check_headers(headers, channel)
+        check_delay(delay)
+        check_priority(priority)
         now = time.time()
         records = [
             new_record(job_id or new_message_id(), channel, created_at=now) for _, job_id in items
@@ -309,7 +315,7 @@ class Client:
             return self._traced(
                 channel,
                 job_id,
-                lambda: publisher.publish(
+                lambda: publisher._publish(
                     payload,
                     headers={**(headers or {}), HEADER_JOB_ID: job_id},
                     correlation_id=job_id,
@@ -467,7 +473,7 @@ class Client:
                         policy.channel,
                         job_id,
                         partial(
-                            publisher.publish,
+                            publisher._publish,
                             payload,
                             headers={**(headers or {}), HEADER_JOB_ID: job_id},
                             correlation_id=job_id,
@@ -715,6 +721,8 @@ class Client:
         is stored). Raises ``RequestTimeoutError`` after ``timeout`` (default
         ``MSGCORE_REQUEST_TIMEOUT``). On a cached channel a cached result is returned
         without publishing (``cache=False``: ask the handler anyway)."""
+        check_headers(headers, channel)
+        check_timeout(timeout)
         if not cache:
             headers = {**(headers or {}), HEADER_CACHE_BYPASS: "1"}
         elif self.settings.cache.enabled and (policy := await self._cache_policy(channel)):
@@ -723,7 +731,7 @@ class Client:
             if found is not None:
                 cache_logger.info("cache hit on %s: answered without publishing", channel)
                 return decode_result(found.result)
-        return await self._publisher(channel).request(payload, headers=headers, timeout=timeout)
+        return await self._publisher(channel)._request(payload, headers=headers, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"Client({self.settings.safe_url!r})"

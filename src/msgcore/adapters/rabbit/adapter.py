@@ -110,7 +110,7 @@ class _RabbitPublisher(BoundPublisher):
         not_before: datetime | None,
         priority: int | None,
     ) -> None:
-        if priority is not None:
+        if priority:  # 0 is every message's priority: the same on every transport
             raise ConfigurationError(
                 f"priority={priority} cannot be honoured on RabbitMQ: msgcore's group queues "
                 "are quorum queues, which have no message priorities before RabbitMQ 4.0 "
