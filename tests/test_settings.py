@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -85,5 +87,23 @@ def test_a_bad_environment_variable_is_named_and_its_value_left_out(
 def test_a_redis_url_path_is_a_database_number(url: str) -> None:
     """redis-py used database 0 for any path that is not a number, without a word."""
     with pytest.raises(InvalidURLError, match="database number") as info:
+        Settings(url=url)
+    assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis://:s3cret@127.0.0.1:notaport/0", "Port could not be cast"),
+        ("amqp://u:s3cret@127.0.0.1:99999/", "Port out of range"),
+        ("redis://u:s3cret@[::1/0", "Invalid IPv6 URL"),
+        ("redis//u:s3cret@h", "without scheme://"),
+        ("u:s3cret@h", "without scheme://"),
+    ],
+)
+def test_a_malformed_url_is_an_invalid_url_error_without_the_password(url: str, says: str) -> None:
+    """A bad port or host was a bare ValueError when connecting; a URL without scheme://
+    was echoed with its password (the redaction needs the scheme to find it)."""
+    with pytest.raises(InvalidURLError, match=re.escape(says)) as info:
         Settings(url=url)
     assert "s3cret" not in str(info.value)

@@ -183,7 +183,7 @@ class PublisherHandle:
             )
         except bound.connection_errors as exc:
             raise _unreachable(bound, f"publish to channel {self.full_channel!r}", exc) from exc
-        except PydanticSerializationError as exc:
+        except (PydanticSerializationError, UnicodeEncodeError) as exc:
             raise unencodable(self.full_channel, exc) from exc
 
     async def request(
@@ -224,7 +224,7 @@ class PublisherHandle:
             raise _unreachable(
                 bound, f"send a request to channel {self.full_channel!r}", exc
             ) from exc
-        except PydanticSerializationError as exc:
+        except (PydanticSerializationError, UnicodeEncodeError) as exc:
             raise unencodable(self.full_channel, exc) from exc
 
 

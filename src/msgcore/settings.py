@@ -49,17 +49,31 @@ _SCHEMES: dict[str, Transport] = {
     "amqp": "rabbit",
     "amqps": "rabbit",
 }
+_SERVER_SCHEMES = frozenset({"redis", "rediss", "amqp", "amqps"})
 
 
 def transport_of(url: str) -> Transport:
     """Which transport a URL selects; ``InvalidURLError`` if none."""
-    parts = urlsplit(url) if isinstance(url, str) else None
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is not None and parts.scheme.lower() in _SERVER_SCHEMES:
+            parts.port  # noqa: B018 (raises for a port that is not a number in range)
+    except ValueError as exc:  # a port that is not a number, a broken [IPv6] host
+        raise InvalidURLError(
+            f"{redact_url(str(url))!r} is not a valid URL ({exc}): check the host and the port."
+        ) from None
     scheme = parts.scheme.lower() if parts is not None else ""
     try:
         transport = _SCHEMES[scheme]
     except KeyError:
+        # without "://" the redaction cannot tell a password from the rest: not shown
+        what = (
+            repr(redact_url(str(url)))
+            if "://" in str(url)
+            else "a URL without scheme:// (not shown: it may hold a password)"
+        )
         raise InvalidURLError(
-            f"Cannot pick a transport for {redact_url(str(url))!r}: use sqlite:///path.db, "
+            f"Cannot pick a transport for {what}: use sqlite:///path.db, "
             "redis://host:6379/0 or amqp://user:password@host:5672/ (MSGCORE_URL)."
         ) from None
     database = parts.path.strip("/") if parts is not None else ""

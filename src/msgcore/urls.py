@@ -17,12 +17,16 @@ _PASSWORD_IN_URL = re.compile(
 )
 
 
+# redis-py and others also take the password as a query parameter (?password=...)
+_PASSWORD_PARAMETER = re.compile(r"(?P<head>[?&](?:password|passwd|pwd)=)[^&#\s]*", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
     """Return ``url`` with any password replaced by ``***``.
 
     Works on text that merely contains URLs too (log lines, error messages).
     """
-    return _PASSWORD_IN_URL.sub(r"\g<head>***", url)
+    return _PASSWORD_PARAMETER.sub(r"\g<head>***", _PASSWORD_IN_URL.sub(r"\g<head>***", url))
 
 
 @dataclass(frozen=True, slots=True)

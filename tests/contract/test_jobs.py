@@ -207,6 +207,8 @@ async def test_a_payload_that_cannot_be_encoded_sends_and_stores_nothing(
             await client.submit_many(channel, [1, 2, {"bad": object()}, 3])
         with pytest.raises(PayloadError):
             await client.request(channel, object(), timeout=1)
+        with pytest.raises(PayloadError, match="can't encode"):  # was a bare UnicodeEncodeError
+            await client.submit_many(channel, [5, "\ud800"])
         with pytest.raises(ConfigurationError, match="non-empty string"):
             await client.submit("", 1)
         assert await client.store.list_jobs(channel=channel) == []

@@ -273,6 +273,9 @@ def test_bad_url_creates_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         ("redis://:sec@ret@h:1/0", "redis://:***@h:1/0"),
         ("amqp://u:pa/ss@h/", "amqp://u:***@h/"),
         ("error at 'redis://:s3cret@h/0': refused", "error at 'redis://:***@h/0': refused"),
+        # redis-py takes the password as a query parameter too
+        ("redis://h:1/0?password=s3cret", "redis://h:1/0?password=***"),
+        ("redis://h/0?db=1&Password=s3cret&x=y", "redis://h/0?db=1&Password=***&x=y"),
     ],
 )
 def test_redact_url_replaces_the_password(url: str, redacted: str) -> None:
@@ -814,3 +817,22 @@ async def test_a_database_already_set_up_opens_while_another_process_writes(
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_url_options_win_over_settings_and_are_checked_through_create_broker(
+    tmp_path: Path,
+) -> None:
+    """create_broker passed MSGCORE_SQLITE__* over the URL's options, so a bad option in
+    MSGCORE_URL was accepted by some commands and refused by others."""
+    from msgcore import Router, Settings, create_broker
+
+    base = f"sqlite:///{tmp_path / 'x.db'}"
+    broker = create_broker(
+        Router(), settings=Settings(url=f"{base}?busy_timeout=2", sqlite={"busy_timeout": 7})
+    )
+    assert broker._connection_kwargs["busy_timeout"] == 2.0
+    broker = create_broker(Router(), settings=Settings(url=base, sqlite={"busy_timeout": 7}))
+    assert broker._connection_kwargs["busy_timeout"] == 7.0
+    for bad in ("busy_timeout=nan", "busy_timeout=-1", "min_poll_interval=5&max_poll_interval=1"):
+        with pytest.raises(InvalidURLError):
+            create_broker(Router(), settings=Settings(url=f"{base}?{bad}"))

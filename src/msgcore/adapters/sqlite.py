@@ -10,6 +10,7 @@ from msgcore.adapters.base import BoundPublisher, DeadLetterRecord, TransportAda
 from msgcore.naming import sqlite_queue
 from msgcore.sqlite import SqliteBroker, SqliteRouter
 from msgcore.sqlite.client.base import DeadLetter as StoredDeadLetter
+from msgcore.urls import parse_sqlite_url
 
 if TYPE_CHECKING:
     from faststream._internal.basic_types import SendableMessage
@@ -65,12 +66,18 @@ class SqliteAdapter(TransportAdapter):
 
     def broker(self) -> SqliteBroker:
         s = self.settings.sqlite
+        # an option in the URL (?busy_timeout=2) wins over MSGCORE_SQLITE__*, as on a
+        # bare SqliteBroker, which also checks it
+        in_url = parse_sqlite_url(self.settings.url).options
+        timings = {
+            name: getattr(s, name)
+            for name in ("busy_timeout", "min_poll_interval", "max_poll_interval")
+            if name not in in_url
+        }
         return SqliteBroker(
             self.settings.url,
-            busy_timeout=s.busy_timeout,
-            min_poll_interval=s.min_poll_interval,
-            max_poll_interval=s.max_poll_interval,
             transactional_publish=s.transactional_publish,
+            **timings,
             **self.log_kwargs,
         )
 

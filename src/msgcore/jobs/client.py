@@ -377,7 +377,7 @@ class Client:
         for payload, _ in items:
             try:
                 encode_message(payload, serializer)
-            except PydanticSerializationError as exc:
+            except (PydanticSerializationError, UnicodeEncodeError) as exc:
                 raise unencodable(channel, exc) from exc
 
     async def _create_while(
