@@ -180,3 +180,42 @@ async def test_a_publisher_checks_what_is_passed_beside_the_payload() -> None:
         router.publisher("receipts", headers={"correlation_id": "c"})
     with pytest.raises(ConfigurationError, match="not bound"):
         await handle.publish(1, priority=0, headers={"h": "v"})  # checked, then unbound
+
+
+@pytest.mark.parametrize(
+    ("channel", "group"),
+    [
+        ("é", None),  # ran on SQLite and Redis, failed only when RabbitMQ started
+        ("a\tb", None),
+        ("_jobs", None),  # refused on Redis only (its own keys)
+        ("a*b", None),  # refused on RabbitMQ only (a topic wildcard)
+        ("[x]", None),
+        ("x" * 181, None),
+        ("a", "b.c"),  # on RabbitMQ the queue of ("a.b", "c") as well
+        ("a", "g" * 41),
+        ("a", ""),
+    ],
+)
+def test_a_name_some_transport_cannot_carry_is_refused_on_every_transport(
+    tmp_path: Path, channel: str, group: str | None
+) -> None:
+    router = Router()
+
+    @router.subscriber(channel, group=group)
+    async def handle(body: str) -> None: ...
+
+    with pytest.raises(ConfigurationError, match=r"the same way by every transport|over 180"):
+        create_broker(router, settings=Settings(url=f"sqlite:///{tmp_path / 'n.db'}"))
+
+
+def test_names_every_transport_carries_are_taken(tmp_path: Path) -> None:
+    router = Router(prefix="billing.")
+
+    @router.subscriber("orders.created", group="workers-1")
+    async def a(body: str) -> None: ...
+
+    @router.subscriber("a b/c:d@e,f+g-h_i", group="x y:z")
+    async def b(body: str) -> None: ...
+
+    router.publisher("invoices")
+    create_broker(router, settings=Settings(url=f"sqlite:///{tmp_path / 'n.db'}"))

@@ -14,6 +14,7 @@ from msgcore.heap import freeze_startup_heap
 from msgcore.jobs.tracking import JobTracker
 from msgcore.lifecycle import with_lifecycle
 from msgcore.logs import show_in_service
+from msgcore.naming import check_channel_name, check_group_name
 from msgcore.router import PublisherHandle, Router
 from msgcore.settings import Settings
 from msgcore.telemetry.instrument import channel_names, instrument, watch_queue_depth
@@ -93,6 +94,7 @@ def create_broker(*routers: Router, settings: Settings | None = None) -> Any:
     for node in nodes:
         for handle in node.router.publishers:
             handle.full_channel = f"{node.prefix}{handle.channel}"
+            check_channel_name(handle.full_channel)
             native = adapter.publisher(node.native, handle.full_channel, handle)
             natives[handle] = native
             handle._bind(adapter.bind(broker, native))
@@ -105,10 +107,13 @@ def create_broker(*routers: Router, settings: Settings | None = None) -> Any:
                 if handle not in natives:
                     # declared on a router that was not passed here: bind it beside
                     # the subscriber that publishes through it
+                    check_channel_name(handle.full_channel)
                     natives[handle] = adapter.publisher(node.native, handle.full_channel, handle)
                     handle._bind(adapter.bind(broker, natives[handle]))
                 publishers.append(natives[handle])
             channel = f"{node.prefix}{decl.channel}"
+            check_channel_name(channel)
+            check_group_name(decl.group)
             subscribed.append(channel)
             subscriber = adapter.subscribe(node.native, decl, channel)
             if tracker is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from msgcore.constants import (
     DEFAULT_GROUP,
     REDIS_CACHE_KEY_PREFIX,
@@ -10,8 +12,13 @@ from msgcore.constants import (
     REDIS_KV_KEY,
     REDIS_LOCK_KEY,
 )
+from msgcore.exceptions import ConfigurationError
 
 __all__ = [
+    "MAX_CHANNEL_BYTES",
+    "MAX_GROUP_BYTES",
+    "check_channel_name",
+    "check_group_name",
     "rabbit_dead_letter_queue",
     "rabbit_delay_queue",
     "rabbit_group_queue",
@@ -44,6 +51,46 @@ REDIS_RESERVED_CHANNEL_PREFIXES = (
     REDIS_CACHE_KEY_PREFIX,
     REDIS_LOCK_KEY,
 )
+
+
+# A name every transport carries the same way, checked when a router is bound, whatever
+# the transport: a router that runs on a SQLite file must not fail on RabbitMQ later.
+# RabbitMQ (pamqp) takes ASCII letters, digits and "-_.:@,/+ #" in queue names, and "#"
+# (with "*") is a topic wildcard there; Redis keeps its own keys under names starting
+# with "_"; a dot in a group would let RabbitMQ queue names of two (channel, group)
+# pairs meet ("a" + "b.c" and "a.b" + "c" are both "a.b.c").
+_CHANNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@,/+ -]*\Z")
+_GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_:@,/+ -]*\Z")
+MAX_CHANNEL_BYTES = 180
+MAX_GROUP_BYTES = 40
+"""Longest names: RabbitMQ derives queue names (``channel.group.wait.<ms>``) that must
+stay within AMQP's 255 bytes."""
+
+
+def check_channel_name(channel: str) -> None:
+    if not isinstance(channel, str) or not _CHANNEL_NAME.match(channel):
+        raise ConfigurationError(
+            f"Channel {channel!r} cannot be carried the same way by every transport: use "
+            "ASCII letters and digits, then also - _ . : @ , / + or spaces (it must start "
+            "with a letter or digit), e.g. 'orders.created'."
+        )
+    if len(channel) > MAX_CHANNEL_BYTES:
+        raise ConfigurationError(
+            f"Channel {channel[:40]!r}... is {len(channel)} characters long, over "
+            f"{MAX_CHANNEL_BYTES}: RabbitMQ's queue names built from it would pass AMQP's "
+            "255 bytes. Shorten it (or the router's prefix)."
+        )
+
+
+def check_group_name(group: str | None) -> None:
+    if group is None:
+        return
+    if not isinstance(group, str) or not _GROUP_NAME.match(group) or len(group) > MAX_GROUP_BYTES:
+        raise ConfigurationError(
+            f"Group {group!r} cannot be carried the same way by every transport: use at most "
+            f"{MAX_GROUP_BYTES} ASCII letters and digits, then also - _ : @ , / + or spaces "
+            "(no dot: on RabbitMQ two channel and group pairs would share a queue)."
+        )
 
 
 def sqlite_queue(channel: str) -> str:

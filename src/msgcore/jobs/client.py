@@ -40,6 +40,7 @@ from msgcore.jobs.outages import through_store_outage
 from msgcore.jobs.progress import WaitProgress
 from msgcore.jobs.tracking import worker_id
 from msgcore.locks.lock import HeldLock, acquire
+from msgcore.naming import check_channel_name
 from msgcore.publish_args import check_delay, check_headers, check_priority, check_timeout
 from msgcore.router import PublisherHandle, Router, unencodable
 from msgcore.settings import Settings, transport_of
@@ -215,6 +216,7 @@ class Client:
                     "The client is not connected: use `async with Client() as client:`."
                 )
             handle = PublisherHandle(self._router, channel)
+            check_channel_name(channel)
             native = self._adapter.publisher(self._broker, channel, handle)
             handle._bind(self._adapter.bind(self._broker, native))
             self._publishers[channel] = handle
