@@ -150,6 +150,22 @@ def test_declaration_errors() -> None:
     # max_attempts=0 was taken for "the default" (five attempts) without a word
     with pytest.raises(ConfigurationError, match="max_attempts"):
         router.subscriber("x", max_attempts=0)
+    # a dict was taken, and the first failure could not be settled: redelivered for ever
+    with pytest.raises(ConfigurationError, match="RetryPolicy"):
+        router.subscriber("x", retry={"max_attempts": 2})  # type: ignore[arg-type]
+    for bad_lease in (0, -1, float("nan"), "x"):
+        with pytest.raises(ConfigurationError, match="lease_seconds"):
+            router.subscriber("x", lease_seconds=bad_lease)  # type: ignore[arg-type]
+    for bad_name in (5, b"x"):
+        with pytest.raises(ConfigurationError, match="non-empty str"):
+            router.subscriber(bad_name)  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match="group"):
+            router.subscriber("x", group=bad_name)  # type: ignore[arg-type]
+    # prefix=None named every channel "None<channel>"
+    with pytest.raises(ConfigurationError, match="prefix"):
+        Router(prefix=None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="prefix"):
+        router.include_router(Router(), prefix=5)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="channel"):
         router.subscriber("")
     for bad_channel in ("", None):

@@ -25,6 +25,7 @@ from msgcore.publish_args import (
     check_timeout,
 )
 from msgcore.retry import RetryPolicy
+from msgcore.timespans import seconds
 from msgcore.urls import redact_url
 
 if TYPE_CHECKING:
@@ -290,6 +291,8 @@ class Router:
         middlewares: Sequence[Any] = (),
         routers: Sequence[Router] = (),
     ) -> None:
+        if not isinstance(prefix, str):
+            raise ConfigurationError(f"Router(prefix=...) takes a str, got {prefix!r}")
         self.prefix = prefix
         self.dependencies = tuple(dependencies)
         self.middlewares = tuple(middlewares)
@@ -341,8 +344,20 @@ class Router:
                 payload field name (``"customer_id"``), a ``key(payload)`` function, or a
                 ``LockPolicy`` with scope, wait and lease: see docs/locks.md.
         """
-        if not channel:
-            raise ConfigurationError("A subscriber needs a channel: @router.subscriber('orders')")
+        if not isinstance(channel, str) or not channel:
+            raise ConfigurationError(
+                f"A subscriber needs a channel, a non-empty str: @router.subscriber('orders'), "
+                f"got {channel!r}"
+            )
+        if group is not None and (not isinstance(group, str) or not group):
+            raise ConfigurationError(f"group must be a non-empty str or None, got {group!r}")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigurationError(
+                f"retry takes a msgcore.RetryPolicy, got {type(retry).__name__}: "
+                "retry=RetryPolicy(max_attempts=3, backoff=2)"
+            )
+        # one rule on every transport (each adapter checked its own way, or not at all)
+        seconds(lease_seconds, "lease_seconds")
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
             raise ConfigurationError(
                 f"max_workers must be an int of at least 1, got {max_workers!r}"
@@ -438,6 +453,8 @@ class Router:
             )
         if router is self:
             raise ConfigurationError("A router cannot include itself.")
+        if not isinstance(prefix, str):
+            raise ConfigurationError(f"include_router(prefix=...) takes a str, got {prefix!r}")
         self.inclusions.append(_Inclusion(router, prefix, tuple(dependencies), tuple(middlewares)))
 
     def walk(self, prefix: str = "") -> Iterator[tuple[Router, str]]:

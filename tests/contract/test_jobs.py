@@ -409,6 +409,38 @@ async def test_request_reply_through_client(
 # In memory a publish runs its handler inline (and TestRabbitBroker refuses a channel
 # without subscribers), so no job stays pending there.
 @pytest.mark.real_only
+async def test_wait_get_job_and_cancel_check_their_arguments(
+    transport: Transport, store_url: str | None, unique: str
+) -> None:
+    """Bare ValueError, TypeError and AttributeError before; cancel(None) was a storage
+    error on Redis and "no such job" on SQLite."""
+    router = Router(prefix=f"{unique}.")
+
+    @router.subscriber("orders")
+    async def handle(n: int) -> int:
+        return n
+
+    async with running(transport, router, store_url) as client:
+        job = await client.submit(f"{unique}.orders", 1)
+        calls: list[Any] = [
+            client.wait([job], return_when="any"),
+            client.wait([job], timeout="1"),
+            client.wait([job], timeout=math.nan),
+            client.wait([job], timeout=-1),
+            client.wait(job),
+            client.wait(None),
+            client.wait([job.id]),
+            client.get_job(None),
+            client.get_job(123),
+            client.cancel(None),
+        ]
+        for call in calls:
+            with pytest.raises(ConfigurationError):
+                await call
+        done = await client.wait([job], timeout=10, return_when="first")
+        assert done.completed == [job]
+
+
 async def test_wait_first(transport: Transport, store_url: str | None, unique: str) -> None:
     router = Router(prefix=f"{unique}.")
 

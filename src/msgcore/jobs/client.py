@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
@@ -586,6 +587,7 @@ class Client:
 
     async def get_job(self, job_id: str) -> Job:
         """The job ``job_id`` as recorded now, from any process."""
+        _check_job_id(job_id)
         record = await self.store.get_job(job_id)
         if record is None:
             raise self._not_found(job_id)
@@ -610,6 +612,7 @@ class Client:
         a worker has claimed already (running, or waiting in its read-ahead for a free
         slot) is not cancelled.
         """
+        _check_job_id(job_id)
         store = self.store
         if await store.cancel_job(job_id, now=time.time(), retention=self.settings.jobs.result_ttl):
             return True
@@ -634,8 +637,7 @@ class Client:
         ``timeout`` it returns what finished so far, or raises ``JobTimeoutError`` with
         ``raise_on_timeout=True``. ``progress=True`` draws a rich progress bar.
         """
-        mode = ReturnWhen(return_when)
-        handles = list(jobs)
+        mode, handles = _wait_args(jobs, timeout, return_when)
         by_id: dict[str, list[Job]] = {}
         for job in handles:
             by_id.setdefault(job.id, []).append(job)
@@ -737,6 +739,40 @@ class Client:
 
     def __repr__(self) -> str:
         return f"Client({self.settings.safe_url!r})"
+
+
+def _wait_args(jobs: Any, timeout: Any, return_when: Any) -> tuple[ReturnWhen, list[Job]]:
+    """``wait``'s arguments checked: the mode and the jobs as a list."""
+    try:
+        mode = ReturnWhen(return_when)
+    except ValueError:
+        raise ConfigurationError(
+            f"wait(return_when={return_when!r}): pass 'all' (msgcore.ALL) or 'first' "
+            "(msgcore.FIRST)."
+        ) from None
+    if timeout is not None and (
+        not isinstance(timeout, int | float)
+        or isinstance(timeout, bool)
+        or math.isnan(timeout)
+        or timeout < 0
+    ):
+        raise ConfigurationError(
+            f"wait(timeout={timeout!r}): a timeout is a number of seconds, 0 or more (None: "
+            "no limit)."
+        )
+    if isinstance(jobs, Job | str) or not isinstance(jobs, Iterable):
+        raise ConfigurationError(
+            f"wait() takes an iterable of Job handles (from submit or get_job), got "
+            f"{type(jobs).__name__}: wait([job]) for one job."
+        )
+    handles = list(jobs)
+    for job in handles:
+        if not isinstance(job, Job):
+            raise ConfigurationError(
+                f"wait() takes Job handles (from submit or get_job), got {job!r}: "
+                "client.get_job(job_id) makes one from an id."
+            )
+    return mode, handles
 
 
 def _channel_arg(method: str, channel: Any) -> str | None:

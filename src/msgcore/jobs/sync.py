@@ -18,6 +18,7 @@ from typing import Any, Self, TypeVar
 
 from faststream._internal.basic_types import SendableMessage
 
+from msgcore.exceptions import ConfigurationError
 from msgcore.jobs.client import Client
 from msgcore.jobs.job import Job, ReturnWhen, WaitResult
 from msgcore.locks.lock import HeldLock
@@ -137,7 +138,10 @@ class SyncClient:
         loop = self._loop
         if loop is None:
             coro.close()
-            raise RuntimeError("SyncClient is not connected: use `with SyncClient() as client:`")
+            raise ConfigurationError(
+                "The SyncClient is not connected: use `with SyncClient() as client:` (or "
+                "client.connect())."
+            )
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
             return future.result()
@@ -202,6 +206,11 @@ class SyncClient:
         progress: bool = False,
         raise_on_timeout: bool = False,
     ) -> WaitResult:
+        if isinstance(jobs, SyncJob | Job | str) or not isinstance(jobs, Iterable):
+            raise ConfigurationError(
+                f"wait() takes an iterable of job handles, got {type(jobs).__name__}: "
+                "wait([job]) for one job."
+            )
         handles = [j.job if isinstance(j, SyncJob) else j for j in jobs]
         return self._call(
             self._client.wait(
