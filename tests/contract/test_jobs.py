@@ -10,6 +10,7 @@ import asyncio
 import math
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from pydantic import BaseModel
 
 from msgcore import (
     CachePolicy,
+    Client,
     ConfigurationError,
     JobCancelledError,
     JobFailed,
@@ -27,6 +29,7 @@ from msgcore import (
     ResultTypeError,
     RetryPolicy,
     Router,
+    SyncClient,
     open_store,
 )
 from msgcore.store import store_url_for
@@ -605,3 +608,20 @@ async def test_handler_result_types(
         with pytest.raises(ResultTypeError, match="does not fit int: Input should be a valid"):
             await jobs["text"].result(as_type=int)
         assert jobs["text"].outcome() == "é"
+
+
+async def test_a_nested_async_with_leaves_the_client_connected(tmp_path: Path) -> None:
+    """The inner block's exit closed the client for the outer one."""
+    client = Client(f"sqlite:///{tmp_path / 'nested.db'}")
+    async with client:
+        async with client:
+            await client.store.list_jobs()
+        await client.store.list_jobs()  # still connected
+    with pytest.raises(ConfigurationError, match="not connected"):
+        client.store  # noqa: B018
+    with SyncClient(f"sqlite:///{tmp_path / 'nested.db'}") as sync:
+        with sync:
+            sync.get_job  # noqa: B018
+        assert sync.cancel(sync.submit("nested", 1).id) is True
+    with pytest.raises(ConfigurationError, match="not connected"):
+        sync.cancel("x")

@@ -134,6 +134,7 @@ class Client:
         self.settings = base.model_copy(update=update) if update else base
         self._adapter = adapter_for(self.settings)
         self._given_broker = broker
+        self._entered = 0
         self._broker: Any = None
         self._store: Store | None = None
         self._router = Router()
@@ -190,6 +191,7 @@ class Client:
 
     async def __aenter__(self) -> Self:
         await self.connect()
+        self._entered += 1
         return self
 
     async def __aexit__(
@@ -198,7 +200,12 @@ class Client:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.close()
+        # a nested `async with client:` (a helper given the caller's client) leaves it
+        # connected for the outer block
+        self._entered -= 1
+        if self._entered <= 0:
+            self._entered = 0
+            await self.close()
 
     @property
     def store(self) -> Store:

@@ -84,6 +84,7 @@ class SyncClient:
         self._client = Client(url, store_url=store_url, settings=settings)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._entered = 0
 
     @property
     def settings(self) -> Settings:
@@ -124,6 +125,7 @@ class SyncClient:
 
     def __enter__(self) -> Self:
         self.connect()
+        self._entered += 1
         return self
 
     def __exit__(
@@ -132,7 +134,11 @@ class SyncClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        # a nested `with client:` leaves it connected for the outer block
+        self._entered -= 1
+        if self._entered <= 0:
+            self._entered = 0
+            self.close()
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         loop = self._loop
