@@ -100,6 +100,22 @@ async def test_sqlite_files(tmp_path: Path) -> None:
         clean(done)
 
 
+def test_a_sqlite_url_of_a_bad_form_is_a_failed_check() -> None:
+    """It was an ``error:`` line, and with --json nothing on stdout."""
+    as_json, human = parallel(
+        lambda: msgcore("doctor", "--json", "--url", "sqlite://x.db"),
+        lambda: msgcore("doctor", "--store-url", "sqlite://user@/x.db"),
+    )
+    assert as_json.returncode == 1
+    url = report(as_json)["url"]
+    assert url["status"] == "FAIL" and "has a host part" in url["detail"]
+    assert "versions" in report(as_json)
+    assert human.returncode == 1 and human.stdout.startswith("FAIL url ")
+    for done in (as_json, human):
+        clean(done)
+        assert done.stderr == ""
+
+
 def test_unwritable_file_and_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # In-process with os.access answering as for a user who may read but not write:
     # the machines run the suite as root, which no chmod refuses.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from msgcore.cli.common import print_json
 from tests.processes import REPO, Stack, clean_servers, terminate, transport_env
 
 GROUP = "workers"
@@ -372,16 +374,148 @@ def test_a_bad_setting_in_the_environment_is_one_line_naming_it(tmp_path: Path) 
 
 def test_options_are_checked_before_connecting(tmp_path: Path) -> None:
     env = {"MSGCORE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
-    bare_timeout, zero, limit = parallel(
-        lambda: msgcore("submit", "c", "1", "--timeout", "3", env=env),
-        lambda: msgcore("wait", "x", "--timeout", "0", env=env),
-        lambda: msgcore("jobs", "--limit", "0", env=env),
+    huge = "99999999999999999999"  # an OverflowError in SQLite, refused by Redis
+    calls = {
+        "bare timeout": ("submit", "c", "1", "--timeout", "3"),
+        "zero timeout": ("wait", "x", "--timeout", "0"),
+        # NaN passed `timeout <= 0`; request then ended in a traceback
+        "nan timeout": ("wait", "x", "--timeout", "nan"),
+        "inf timeout": ("submit", "c", "1", "--wait", "--timeout", "inf"),
+        "nan request": ("request", "c", "1", "--timeout", "nan"),
+        "zero limit": ("jobs", "--limit", "0"),
+        "huge limit": ("jobs", "-n", huge),
+        # "No dead letters." and exit 0 while there were some
+        "zero dlq limit": ("dlq", "list", "--limit", "0"),
+        "huge dlq limit": ("dlq", "list", "--limit", huge),
+        "nan older-than": ("dlq", "purge", "--older-than", "nan"),
+        "negative older-than": ("dlq", "purge", "--older-than", "-5"),
+        # an --interval of 0 spun at 100% CPU
+        "zero interval": ("stats", "--watch", "--interval", "0"),
+        "nan interval": ("stats", "--watch", "--interval", "nan"),
+        "watch json": ("stats", "--watch", "--json"),
+    }
+    results = dict(
+        zip(
+            calls,
+            parallel(*(lambda c=c: msgcore(*c, env=env) for c in calls.values())),
+            strict=True,
+        )
     )
-    for done in (bare_timeout, zero, limit):
-        assert done.returncode == 1
+    for name, done in results.items():
+        assert done.returncode == 1, (name, done.stderr)
         one_error_line(done)
-    assert "--wait" in bare_timeout.stderr
+    assert "--wait" in results["bare timeout"].stderr
+    assert "--timeout must be a number of seconds more than 0, got nan" in (
+        results["nan request"].stderr
+    )
+    assert "--limit must be from 1 to 1,000,000" in results["huge dlq limit"].stderr
+    assert "--older-than must be" in results["negative older-than"].stderr
+    assert "--interval must be at least 0.1 seconds" in results["zero interval"].stderr
     assert not (tmp_path / "cli.db").exists()
+
+
+def test_payloads_with_nan_or_not_utf8_are_refused(tmp_path: Path) -> None:
+    """NaN from a PAYLOAD made later --json output invalid; bytes that are not UTF-8 and
+    lone surrogates ended in a UnicodeEncodeError traceback."""
+    env = {"MSGCORE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
+    not_json = ["NaN", "[1, Infinity]", '{"a": -Infinity}', "1e999"]
+    not_text = [("\udcff", "--text"), ('"\\ud800"',), ('{"\\udfff": 1}',)]
+    results = parallel(
+        *(lambda p=p: msgcore("submit", "c", p, env=env) for p in not_json),
+        *(lambda a=a: msgcore("submit", "c", *a, env=env) for a in not_text),
+    )
+    for done in results[: len(not_json)]:
+        assert done.returncode == 1, done.stderr
+        one_error_line(done)
+        assert "JSON has no NaN or Infinity" in done.stderr
+    for done in results[len(not_json) :]:
+        assert done.returncode == 1, done.stderr
+        one_error_line(done)
+        assert "PAYLOAD is not UTF-8 text" in done.stderr
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MSGCORE_")}
+    piped = subprocess.run(
+        [sys.executable, "-m", "msgcore.cli", "submit", "c", "-", "--text"],
+        cwd=REPO,
+        env={**clean, **env},
+        input=b"ab\xffcd",
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert piped.returncode == 1
+    assert piped.stderr == b"error: PAYLOAD is not UTF-8 text (byte 0xff at 2)\n"
+    assert not (tmp_path / "cli.db").exists()  # refused before opening the store
+    accented = msgcore("submit", "c", "-", "--json", env=env, stdin='"h\u00e9"\n')
+    assert accented.returncode == 0, accented.stderr
+
+
+def test_json_output_has_no_nan(capsys: pytest.CaptureFixture[str]) -> None:
+    print_json({"a": float("nan"), "b": [float("inf"), -float("inf"), 1.5], "c": (2,)})
+    assert json.loads(capsys.readouterr().out) == {"a": None, "b": [None, None, 1.5], "c": [2]}
+
+
+def test_brackets_in_names_are_shown_as_they_are(tmp_path: Path) -> None:
+    """A "[" in an id, a channel or an error was rich markup: "[/]" crashed the command
+    with a MarkupError traceback, "[red]" vanished."""
+    env = {"MSGCORE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "MSGCORE_LOG_MESSAGES": "false"}
+    for job_id in ("[/]x", "[red]y"):
+        submitted = msgcore("submit", "c", "1", "--job-id", job_id, env=env)
+        assert submitted.returncode == 0, submitted.stderr
+        assert submitted.stdout.startswith(f"job {job_id}: pending"), submitted.stdout
+    cancelled = msgcore("cancel", "[/]x", "[red]y", env=env)
+    assert cancelled.returncode == 0, cancelled.stderr  # no worker started them
+    assert "[/]x" in cancelled.stdout and "[red]y" in cancelled.stdout
+    shown, listed, again, dlq, held, cleared, missing = parallel(
+        lambda: msgcore("job", "[/]x", env=env),
+        lambda: msgcore("jobs", env=env),
+        lambda: msgcore("submit", "c", "1", "--job-id", "[/]x", "--wait", env=env),
+        lambda: msgcore("dlq", "show", "[/]", env=env),
+        lambda: msgcore("locks", "[/]", env=env),
+        lambda: msgcore("cache", "clear", "-c", "[red]z[/]", env=env),
+        lambda: msgcore("wait", "[/]x", "[/]missing", env=env),
+    )
+    for done in (shown, listed, again, dlq, held, cleared, missing):
+        assert "Traceback" not in done.stderr, done.stderr
+    assert shown.returncode == 0 and "[/]x" in shown.stdout
+    assert listed.returncode == 0 and "[/]x" in listed.stdout and "[red]y" in listed.stdout
+    # an id that exists is not queued again: its line, then how it ended
+    assert again.returncode == 2, again.stderr
+    assert again.stdout.startswith("job [/]x: cancelled"), again.stdout
+    one_error_line(again)
+    assert "Job '[/]x' was cancelled" in again.stderr
+    assert dlq.returncode == 1
+    one_error_line(dlq)
+    assert dlq.stderr.startswith("error: No dead letter '[/]'")
+    assert held.returncode == 0 and held.stdout == "No locks are held under '[/]'.\n"
+    assert cleared.returncode == 0 and cleared.stdout.endswith(" of [red]z[/].\n")
+    assert missing.returncode == 1
+    one_error_line(missing)
+    assert "No job '[/]missing'" in missing.stderr
+
+
+def test_a_server_that_accepts_but_never_answers_ends_with_exit_3(redis_url: str) -> None:
+    """aio-pika's robust connection caught the cancellation of its connect attempt and
+    tried again for ever: the command printed its error and never exited."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    port = silent.getsockname()[1]
+    url = f"amqp://u:hunter2@127.0.0.1:{port}/"
+    try:
+        started = time.monotonic()
+        results = parallel(
+            lambda: msgcore("submit", "c", "1", "--url", url, "--store-url", redis_url),
+            lambda: msgcore("request", "c", "1", "--url", url),
+            lambda: msgcore("cancel", "x", "--url", url, "--store-url", redis_url),
+        )
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    for done in results:
+        assert done.returncode == 3, done.stderr
+        one_error_line(done)
+        assert "no answer within 10s" in done.stderr and "hunter2" not in done.stderr
+    assert took < 30, took  # 10 s to connect, then a few to end the connect task
 
 
 @pytest.mark.parametrize(

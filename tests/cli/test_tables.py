@@ -112,3 +112,50 @@ def test_msgcore_jobs_at_80_columns(tmp_path: Path) -> None:
         assert "pending" in row.split(), row
         assert compact_time(started) in row or compact_time(started + 1) in row, row
     assert "…" not in done.stdout
+
+
+@pytest.mark.parametrize("width", [40, 60])
+def test_too_narrow_for_the_keys_each_row_is_a_block(width: int) -> None:
+    """Below 80 columns rich cut the ids and dropped whole columns without a word."""
+    table = fitted_table("jobs", COLUMNS, rows("ValueError: no"), width=width)
+    lines = [line.rstrip() for line in render(table, width)]
+    assert all(len(line) <= width for line in lines), lines
+    for job_id in IDS:
+        assert f"id: {job_id}" in lines
+    for field in ("status: completed", "tries: 1", "took: 12 ms", "error: ValueError: no"):
+        assert sum(line == field for line in lines) == len(IDS), lines
+    text = "".join("\n".join(lines).split())
+    assert text.count(f"channel:{CHANNEL}") == len(IDS)  # whole, if folded
+    assert "cached" not in text and "…" not in text
+
+
+def test_markup_in_cells_takes_no_room() -> None:
+    """stats showed channel "x[red]y" as "xy"; escaped, its "\\" still took a column."""
+    from msgcore.cli.stats import _table
+    from msgcore.ops import GroupStats
+
+    found = [GroupStats("x[red]y", "[/]", 1, 0, 0, 0, 2, 1.0, None)]
+    text = "\n".join(render(_table(found, {}, "sqlite:///x.db"), 100))
+    assert "x[red]y" in text and " [/] " in text and "\\" not in text
+
+
+@pytest.mark.parametrize("command", [("jobs",), ("stats",)])
+def test_msgcore_at_40_columns(tmp_path: Path, command: tuple[str, ...]) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+
+    async def submit() -> str:
+        async with Client(settings=Settings(url=url)) as client:
+            return (await client.submit(CHANNEL, {"n": 1})).id
+
+    job_id = asyncio.run(submit())
+    done = msgcore(*command, env={"MSGCORE_URL": url, "COLUMNS": "40"})
+    assert done.returncode == 0, done.stderr
+    lines = [line.rstrip() for line in done.stdout.splitlines()]
+    assert all(len(line) <= 40 for line in lines), done.stdout
+    if command == ("jobs",):
+        assert f"id: {job_id}" in lines and "status: pending" in lines
+        assert any(line.startswith("created: ") for line in lines)
+    else:
+        assert "group: default" in lines and "waiting: 1" in lines
+        assert any(line.startswith("oldest: ") for line in lines)
+    assert CHANNEL in "".join(done.stdout.split())

@@ -92,5 +92,5 @@ def clear(
     if json:
         print_json({"deleted": deleted, "channel": channel})
     else:
-        where = f" of {channel}" if channel else ""
-        console.print(f"Deleted {deleted:,} cached result(s){where}.")
+        where = f" of {escape(channel)}" if channel else ""
+        console.print(f"Deleted {deleted:,} cached result(s){where}.", highlight=False)

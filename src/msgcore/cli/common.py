@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import sys
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ __all__ = [
     "EXIT_TIMEOUT",
     "EXIT_UNAVAILABLE",
     "absent_store",
+    "check_limit",
     "connected_client",
     "console",
     "fail",
@@ -54,9 +56,16 @@ EXIT_UNAVAILABLE = 3
 EXIT_TIMEOUT = 4
 """Not finished (or no reply) within the timeout; the job itself goes on."""
 
+MAX_LIMIT = 1_000_000
+"""The most ``--limit`` lists: more would not fit a store's integer types (SQLite raises
+OverflowError, Redis refuses the command), nor a screen."""
+
 CONNECT_TIMEOUT = 10.0
 """Seconds a command waits for the transport and the store to answer at connect: a host
 that drops packets would otherwise hang it for the OS's TCP timeout."""
+
+SHUTDOWN_GRACE = 3.0
+"""Seconds a command gives the tasks it leaves behind to end once it has its outcome."""
 
 _TRANSPORT_NAMES = {"sqlite": "SQLite", "redis": "Redis", "rabbit": "RabbitMQ"}
 
@@ -88,8 +97,17 @@ def settings(url: str | None, store_url: str | None) -> Settings:
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    errors.print(f"[red]error:[/red] {redact_url(message)}", highlight=False, soft_wrap=True)
+    """One ``error:`` line on stderr, then exit ``code``. ``message`` is plain text: it
+    often holds user or worker text (ids, channels, errors), where a ``[`` is no markup."""
+    text = escape(redact_url(message))
+    errors.print(f"[red]error:[/red] {text}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def check_limit(limit: int) -> None:
+    """Exit 1 unless ``--limit`` is from 1 to ``MAX_LIMIT``."""
+    if not 1 <= limit <= MAX_LIMIT:
+        fail(f"--limit must be from 1 to {MAX_LIMIT:,}, got {limit}")
 
 
 def note(message: str) -> None:
@@ -141,9 +159,9 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
             try:
                 import uvloop
             except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
-                return asyncio.run(coro)
-            return uvloop.run(coro)
-        return asyncio.run(coro)
+                return asyncio.run(_settled(coro))
+            return uvloop.run(_settled(coro))
+        return asyncio.run(_settled(coro))
     except StorageError as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
     except (MsgcoreError, ConfigurationError) as exc:
@@ -152,8 +170,49 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         fail(f"{type(exc).__name__}: {exc}", EXIT_UNAVAILABLE)
 
 
+async def _settled(coro: Coroutine[Any, Any, T]) -> T:
+    """``coro``, then the tasks it left running cancelled until they end.
+
+    ``asyncio.run`` cancels those once and waits for them however long they take. An
+    aio-pika robust connection whose server accepted TCP but never answered has its
+    connect attempt in such a task: it takes that cancellation for a failed attempt and
+    tries again 5 s later, for ever, so the command printed its error and never exited.
+    Cancelled again while it waits for that retry, it ends."""
+    try:
+        return await coro
+    finally:
+        await _cancel_leftovers()
+
+
+async def _cancel_leftovers() -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SHUTDOWN_GRACE
+    grace = 1.0  # as asyncio.run would, once: time for their cleanup
+    this = asyncio.current_task()
+    while left := [t for t in asyncio.all_tasks() if t is not this and not t.done()]:
+        if loop.time() >= deadline:
+            return  # asyncio.run cancels them once more and waits: nothing more to do here
+        for task in left:
+            task.cancel()
+        await asyncio.wait(left, timeout=min(grace, max(deadline - loop.time(), 0.0)))
+        grace = 0.1
+
+
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    """``data`` as one JSON document on stdout. NaN and ±Infinity, which JSON has not
+    (Python's json writes them as bare ``NaN``, which other parsers reject), print as
+    ``null``; other values JSON has no type for print as their ``str``."""
+    sys.stdout.write(json.dumps(_finite(data), indent=2, default=str, allow_nan=False) + "\n")
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: _finite(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite(value) for value in data]
+    return data
 
 
 def quiet_libraries() -> None:
@@ -170,22 +229,46 @@ def quiet_libraries() -> None:
 def read_payload(value: str | None, *, text: bool) -> Any:
     """A PAYLOAD argument as the handler receives it: JSON, or with ``text`` the string
     itself; ``-`` reads it from stdin (one trailing newline dropped, as ``echo`` adds
-    it). Not JSON: exit 1."""
+    it). Not JSON, NaN or Infinity in it, or not UTF-8 text: exit 1."""
     if value is None:
         return None
     if value == "-":
-        value = sys.stdin.read()
+        try:
+            value = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            fail(f"PAYLOAD is not UTF-8 text (byte {exc.object[exc.start]:#04x} at {exc.start})")
         if text:
             value = value.removesuffix("\n")
     if text:
-        return value
+        payload: Any = value
+    else:
+        try:
+            payload = json.loads(value, parse_constant=_not_a_number, parse_float=_finite_float)
+        except json.JSONDecodeError as exc:
+            fail(
+                f"PAYLOAD is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): "
+                "quote strings as JSON ('\"hello\"') or pass --text to send it as a string."
+            )
+        except ValueError as exc:
+            fail(f"PAYLOAD is not JSON: {exc}")
     try:
-        return json.loads(value)
-    except json.JSONDecodeError as exc:
-        fail(
-            f"PAYLOAD is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): "
-            "quote strings as JSON ('\"hello\"') or pass --text to send it as a string."
-        )
+        # a lone surrogate: an argument's byte that is not UTF-8 (Python keeps it as one),
+        # or a JSON escape such as "\ud800"; no transport can encode it
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        fail("PAYLOAD is not UTF-8 text: it has a byte that is not UTF-8 or a lone surrogate")
+    return payload
+
+
+def _not_a_number(constant: str) -> NoReturn:
+    raise ValueError(f"{constant} is not a JSON number (JSON has no NaN or Infinity)")
+
+
+def _finite_float(number: str) -> float:
+    value = float(number)
+    if not math.isfinite(value):
+        raise ValueError(f"{number} is too large for a float (JSON has no NaN or Infinity)")
+    return value
 
 
 @asynccontextmanager
@@ -211,7 +294,7 @@ async def connected_client(
     except OSError as exc:  # aio-pika and redis-py connect errors are ConnectionErrors
         fail(
             f"Cannot reach the {name} transport at {config.safe_url} "
-            f"({type(exc).__name__}: {escape(str(exc))}). Check that the server runs there "
+            f"({type(exc).__name__}: {exc}). Check that the server runs there "
             "and that the URL's host, port, user and password are right (MSGCORE_URL / "
             "--url).",
             EXIT_UNAVAILABLE,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json as jsonlib
+import math
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -10,7 +11,16 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from msgcore.cli.common import EXIT_ERROR, console, fail, print_json, quiet_libraries, run, settings
+from msgcore.cli.common import (
+    EXIT_ERROR,
+    check_limit,
+    console,
+    fail,
+    print_json,
+    quiet_libraries,
+    run,
+    settings,
+)
 from msgcore.cli.options import Channel, Group, Json, StoreUrl, Url
 from msgcore.cli.tables import Col, fitted_table
 from msgcore.ops import (
@@ -73,6 +83,7 @@ def list_(
 ) -> None:
     """Dead letters, oldest first."""
     quiet_libraries()
+    check_limit(limit)
     config = settings(url, store_url)
     found = run(list_dead_letters(config, channel=channel, group=group, limit=limit))
     if json:
@@ -83,7 +94,7 @@ def list_(
         return
     rows = [
         (
-            d.id,
+            escape(d.id),
             escape(d.channel),
             escape(d.group),
             str(d.attempts),
@@ -94,7 +105,7 @@ def list_(
         for d in found
     ]
     table = fitted_table(
-        f"dead letters · {config.safe_url}",
+        f"dead letters · {escape(config.safe_url)}",
         _COLUMNS,
         rows,
         width=console.width,
@@ -133,7 +144,7 @@ def show(
         print_json(data)
         return
     for key in ("id", "channel", "group", "attempts", "reason", "error", "failed_at"):
-        console.print(f"[bold]{key}[/]: {data[key]}", highlight=False)
+        console.print(f"[bold]{key}[/]: {escape(str(data[key]))}", highlight=False)
     console.print("[bold]headers[/]:")
     console.print_json(jsonlib.dumps(data["headers"], default=str))
     console.print("[bold]body[/]:")
@@ -184,6 +195,8 @@ def purge(
 ) -> None:
     """Delete dead letters for good."""
     quiet_libraries()
+    if older_than is not None and not (math.isfinite(older_than) and older_than >= 0):
+        fail(f"--older-than must be a number of seconds, 0 or more, got {older_than:g}")
     _selection(ids, channel, group, every or older_than is not None)
     config = settings(url, store_url)
     count = run(

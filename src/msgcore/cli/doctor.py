@@ -112,7 +112,13 @@ def _settings(url: str | None, store_url: str | None) -> Settings | Check:
         "amqp://user:password@host:5672/"
     )
     try:
-        return Settings(**values)
+        config = Settings(**values)
+        # a SQLite URL's form is checked only when it is opened: a bad one is a FAIL here,
+        # not an error that ends the report
+        for checked in (config.url, store_url_for(config)):
+            if transport_of(checked) == "sqlite":
+                parse_sqlite_url(checked)
+        return config
     except MsgcoreError as exc:
         return Check("url", Status.FAIL, redact_url(str(exc)), fix)
     except ValueError as exc:  # pydantic: values are hidden from the message

@@ -24,22 +24,23 @@ from __future__ import annotations
 
 import contextlib
 import json as jsonlib
+import math
 import sys
 import time
 from collections.abc import Coroutine
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from msgcore.cli.common import (
-    EXIT_ERROR,
     EXIT_FAILED,
     EXIT_TIMEOUT,
     absent_store,
+    check_limit,
     connected_client,
     console,
     errors,
@@ -161,8 +162,8 @@ _CANCELLED = (Col("id", "key"), Col("channel"), Col("outcome", "text"))
 
 
 def _check_timeout(timeout: float | None) -> None:
-    if timeout is not None and timeout <= 0:
-        _fail(f"--timeout must be more than 0 seconds, got {timeout:g}")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        fail(f"--timeout must be a number of seconds more than 0, got {timeout:g}")
 
 
 def _print_result(record: JobRecord) -> None:
@@ -197,19 +198,13 @@ def _outcome_code(record: JobRecord, waited: float | None) -> int:
     return EXIT_TIMEOUT
 
 
-def _fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    """``fail`` for messages with user or worker text in them (ids, channels, errors):
-    a ``[`` there is not rich markup."""
-    fail(escape(message), code)
-
-
 def _interruptible(coro: Coroutine[Any, Any, T], goes_on: str) -> T:
     """``run`` for a command that may wait long: Ctrl-C ends it with one line and the
     shell's code for SIGINT instead of click's "Aborted!"."""
     try:
         return run(coro)
     except KeyboardInterrupt:
-        _fail(f"interrupted; {goes_on}", EXIT_INTERRUPTED)
+        fail(f"interrupted; {goes_on}", EXIT_INTERRUPTED)
 
 
 def _complain(message: str) -> None:
@@ -292,7 +287,7 @@ def submit(
     quiet_libraries()
     _check_timeout(timeout)
     if timeout is not None and not wait:
-        _fail("--timeout applies to --wait: add --wait, or leave --timeout out")
+        fail("--timeout applies to --wait: add --wait, or leave --timeout out")
     config = settings(url, store_url)
     value = read_payload(payload, text=text)
     record = _interruptible(
@@ -305,7 +300,7 @@ def submit(
         print_json(job_json(record))
     else:
         console.print(
-            f"job {record.job_id}: {_status(record)} (channel {escape(record.channel)})",
+            f"job {escape(record.job_id)}: {_status(record)} (channel {escape(record.channel)})",
             highlight=False,
             soft_wrap=True,
         )
@@ -326,7 +321,7 @@ async def _request(config: Settings, channel: str, payload: Any, timeout: float 
             return await client.request(channel, payload, timeout=timeout)
         except RequestTimeoutError:
             waited = timeout if timeout is not None else config.request_timeout
-            _fail(
+            fail(
                 f"No reply on {channel!r} within {waited:g}s: is a worker consuming it "
                 "(and replying)? Raise --timeout for slow handlers.",
                 EXIT_TIMEOUT,
@@ -411,9 +406,8 @@ def list_jobs(
         try:
             wanted = JobStatus(status.lower())
         except ValueError:
-            _fail(f"unknown status {status!r}: use one of {', '.join(JobStatus)}")
-    if limit < 1:
-        _fail(f"--limit must be at least 1, got {limit}")
+            fail(f"unknown status {status!r}: use one of {', '.join(JobStatus)}")
+    check_limit(limit)
     config = settings(url, store_url)
     absent = absent_store(config, "No jobs")  # a note on stderr: --json stays one document
     found = [] if absent else run(_list(config, wanted, channel, limit))
@@ -426,7 +420,7 @@ def list_jobs(
         return
     rows = [
         (
-            r.job_id,
+            escape(r.job_id),
             escape(r.channel),
             r.status.value,
             str(r.attempts),
@@ -471,19 +465,19 @@ def show_job(
     missing = missing_store(config)
     record = None if missing is not None else run(_get(config, job_id))
     if record is None:
-        _fail(_not_found(config, [job_id], missing))
+        fail(_not_found(config, [job_id], missing))
     if json:
         print_json(job_json(record))
         return
     table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column("field", style="bold")
-    table.add_column("value")
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")  # an id folds rather than lose its end
     rows = [
-        ("id", record.job_id),
+        ("id", escape(record.job_id)),
         ("channel", escape(record.channel)),
         ("status", _status(record)),
         ("attempts", str(record.attempts)),
-        ("worker", record.worker_id or "-"),
+        ("worker", escape(record.worker_id or "-")),
         ("created", _when(record.created_at)),
         ("started", _when(record.started_at)),
         ("finished", _when(record.finished_at)),
@@ -510,7 +504,7 @@ async def _wait(
         records = await client.store.get_jobs(job_ids)
         missing = [j for j in job_ids if j not in records]
         if missing:
-            _fail(_not_found(config, missing))
+            fail(_not_found(config, missing))
         jobs = [Job(client, records[j]) for j in job_ids]
         # The bar goes to stderr, so that stdout stays the table or the JSON document.
         with contextlib.redirect_stdout(sys.stderr):
@@ -545,7 +539,7 @@ def wait_jobs(
     config = settings(url, store_url)
     unique = list(dict.fromkeys(job_ids))  # a repeated id is waited for once
     if (missing := missing_store(config)) is not None:
-        _fail(_not_found(config, unique, missing))
+        fail(_not_found(config, unique, missing))
     started = time.monotonic()
     found = _interruptible(
         _wait(config, unique, timeout, progress), "the jobs go on: wait for them again"
@@ -561,7 +555,7 @@ def wait_jobs(
                 outcome = jsonlib.dumps(_decoded(r.result), default=str)
             rows.append(
                 (
-                    r.job_id,
+                    escape(r.job_id),
                     escape(r.channel),
                     r.status.value,
                     str(r.attempts),
@@ -634,7 +628,7 @@ def cancel_jobs(
     config = settings(url, store_url)
     unique = list(dict.fromkeys(job_ids))
     if (missing := missing_store(config)) is not None:
-        _fail(_not_found(config, unique, missing))
+        fail(_not_found(config, unique, missing))
     outcomes = run(_cancel(config, unique))
     if json:
         print_json(
@@ -651,7 +645,7 @@ def cancel_jobs(
     else:
         rows = [
             (
-                job_id,
+                escape(job_id),
                 "-" if record is None else escape(record.channel),
                 _cancel_outcome(cancelled, record),
             )
@@ -662,10 +656,10 @@ def cancel_jobs(
         )
     unknown = [job_id for job_id, _, record in outcomes if record is None]
     if unknown:
-        _fail(_not_found(config, unknown))
+        fail(_not_found(config, unknown))
     late = [r for _, _, r in outcomes if r is not None and r.status is not JobStatus.CANCELLED]
     if late:
-        _fail(
+        fail(
             f"{len(late)} job(s) had started or finished already and were not cancelled "
             f"(first: {late[0].job_id}, {late[0].status.value}).",
             EXIT_FAILED,

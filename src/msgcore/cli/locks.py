@@ -44,7 +44,8 @@ def locks(
         return
     if not found:
         if not absent:
-            console.print("No locks are held" + (f" under {prefix!r}." if prefix else "."))
+            under = f" under {prefix!r}." if prefix else "."
+            console.print(f"No locks are held{escape(under)}", highlight=False)
         return
     rows = [(escape(h.key), escape(h.holder), f"{max(h.expires_at - now, 0):.1f} s") for h in found]
     columns = (Col("key"), Col("holder"), Col("lease left", "figure"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import sys
 import time
@@ -12,15 +13,19 @@ from typing import Annotated
 
 import typer
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
-from msgcore.cli.common import console, print_json, quiet_libraries, run, settings
+from msgcore.cli.common import console, fail, print_json, quiet_libraries, run, settings
 from msgcore.cli.options import Channel, Json, StoreUrl, Url
 from msgcore.cli.tables import Col, fitted_table
 from msgcore.ops import GroupStats, channel_stats
 from msgcore.settings import Settings
 
 __all__ = ["register"]
+
+MIN_INTERVAL = 0.1
+"""Shortest --interval: each refresh reads every channel and redraws the table."""
 
 
 def _n(value: int | None) -> str:
@@ -53,8 +58,8 @@ def _table(
 ) -> Table:
     rows = [
         (
-            s.channel,
-            s.group,
+            escape(s.channel),
+            escape(s.group),
             _n(s.waiting),
             _n(s.running),
             _n(s.delayed),
@@ -68,7 +73,9 @@ def _table(
     ]
     # what a transport cannot tell ("-" throughout) is left out; the rest is always shown
     keep = [c.header for c in _COLUMNS if c.header not in ("consumers", "rate/s")]
-    table = fitted_table(f"msgcore stats · {where}", _COLUMNS, rows, width=console.width, keep=keep)
+    table = fitted_table(
+        f"msgcore stats · {escape(where)}", _COLUMNS, rows, width=console.width, keep=keep
+    )
     if not found:
         table.caption = "no channels yet (RabbitMQ: workers register theirs when they start)"
     elif not any(row[-1] != "-" for row in rows):
@@ -117,8 +124,12 @@ def stats(
     The rate (deliveries per second) needs --watch and a transport that counts deliveries
     (Redis); "-" marks what a transport cannot tell."""
     quiet_libraries()
+    if watch and json:
+        fail("--watch redraws a table: it does not go with --json (run stats --json again)")
+    if not (math.isfinite(interval) and interval >= MIN_INTERVAL):
+        fail(f"--interval must be at least {MIN_INTERVAL:g} seconds, got {interval:g}")
     config = settings(url, store_url)
-    if watch and not json:
+    if watch:
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the watch
             run(_watch(config, channel, interval))
         return

@@ -5,7 +5,9 @@ job id and seven more columns came out at 80 columns as ``de…``, ``co…``, ``
 nothing could be read but the id. Here a table has light rules and no outer padding,
 keys and figures never wrap, names fold onto more lines instead of being cut, a column
 with nothing in it (every cell blank or ``-``) is left out, and free text gets the room
-the rest leaves: on one line, cut with …, or left out with a caption saying so.
+the rest leaves: on one line, cut with …, or left out with a caption saying so. On a
+screen too narrow for even the keys side by side, each row is a block of
+``header: value`` lines instead.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from rich import box
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 __all__ = ["Col", "compact_time", "fitted_table"]
 
@@ -88,13 +91,40 @@ def fitted_table(
                 widths = None  # not even the header fits
             if widths is not None:
                 return build(_Layout(gap, name_cap, widths))
+    narrowest = build(_Layout(1, _NAME_CAPS[-1], {}))
+    if _widest(narrowest) > width:
+        # rich would cut the keys and drop whole columns without a word
+        return _blocks(title, caption, columns=columns, rows=rows, shown=shown)
     if not texts:
-        return build(_Layout(1, _NAME_CAPS[-1], {}))
+        return narrowest
     missing = " and ".join(columns[i].header for i in texts)
     return build(
         _Layout(1, _NAME_CAPS[-1], {}),
         f"{missing}: not shown at this width (--json, or a wider terminal)",
     )
+
+
+def _blocks(
+    title: str | None,
+    caption: str | None,
+    *,
+    columns: Sequence[Col],
+    rows: Sequence[Sequence[str]],
+    shown: Sequence[int],
+) -> Table:
+    """The rows as blocks of ``header: value`` lines, one field a line and a blank line
+    between rows: what is left when not even the keys fit side by side. Every value is
+    whole; one longer than the screen folds onto the next line."""
+    table = Table(
+        title=title, caption=caption, box=None, show_header=False, pad_edge=False, padding=0
+    )
+    table.add_column(overflow="fold")
+    for n, row in enumerate(rows):
+        if n:
+            table.add_row("")
+        for i in shown:
+            table.add_row(f"{columns[i].header}: {row[i]}")
+    return table
 
 
 def _share(room: int, wanted: list[tuple[int, int]]) -> dict[int, int] | None:
@@ -112,7 +142,8 @@ def _share(room: int, wanted: list[tuple[int, int]]) -> dict[int, int] | None:
 
 
 def _longest(rows: Sequence[Sequence[str]], i: int, header: str) -> int:
-    return max((len(row[i]) for row in rows), default=0) or len(header)
+    # cells are markup: the backslash that escapes a "[", or a "[red]", takes no room
+    return max((Text.from_markup(row[i]).cell_len for row in rows), default=0) or len(header)
 
 
 def _table(
