@@ -108,6 +108,13 @@ class RedisSettings(_Section):
 class RabbitSettings(_Section):
     exchange: str = Field("msgcore", description="The durable topic exchange channels use.")
     prefetch: int = Field(32, gt=0, description="Unacked messages per consumer channel.")
+    connect_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Seconds a connect waits for RabbitMQ to answer (a server that takes "
+        "the TCP connection but never speaks AMQP would hang it for good).",
+    )
 
 
 class JobSettings(_Section):

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -27,6 +28,8 @@ from faststream.specification import AsyncAPI
 from pydantic import BaseModel
 
 from msgcore import (
+    BrokerConnectionError,
+    Client,
     ConfigurationError,
     Message,
     PayloadError,
@@ -1038,3 +1041,32 @@ async def test_test_client_runs_handlers_in_memory(rabbit: Rabbit) -> None:
         await mem.publish(Order(id=3, item="c"), delay=30)  # no waiting in memory
         assert await mem.request(Order(id=4, item="d")) == {"total": 8}
     assert seen.items == [(1, 1), (2, 1), (3, 1), (4, 1)]
+
+
+async def test_a_server_that_never_answers_fails_the_connect_in_time(tmp_path: Path) -> None:
+    """It takes the TCP connection and says nothing: aio-pika's robust connect waited for
+    ever (and at shutdown retried for ever), so a client or worker hung at start."""
+    silent: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = Settings(
+        url=f"amqp://u:s3cret@127.0.0.1:{port}/",
+        store_url=f"sqlite:///{tmp_path / 'store.db'}",
+        rabbit=RabbitSettings(connect_timeout=1),
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(BrokerConnectionError, match=r"no answer within 1\.0s") as caught:
+            async with Client(settings=settings):
+                pass
+        assert time.monotonic() - started < 10
+        assert "s3cret" not in str(caught.value)
+    finally:
+        for writer in silent:
+            writer.close()
+        server.close()
+        await server.wait_closed()

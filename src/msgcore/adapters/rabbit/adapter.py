@@ -190,6 +190,7 @@ class RabbitAdapter(TransportAdapter):
             self.settings.url,
             exchange=self.settings.rabbit.exchange,
             request_timeout=self.settings.request_timeout,
+            timeout=self.settings.rabbit.connect_timeout,
             **self.log_kwargs,
         )
 

@@ -117,12 +117,16 @@ class MsgcoreRabbitBroker(RabbitBroker):
             self._connection_kwargs["heartbeat"] = heartbeat
         try:
             connection = await super()._connect()
-        except (AMQPConnectionError, ConnectionError, OSError) as exc:
+        except (AMQPConnectionError, ConnectionError, OSError, TimeoutError) as exc:
             url = redact_url(str(self._connection_kwargs.get("url", "")))
+            detail = redact_url(str(exc)) or (
+                f"no answer within {self._connection_kwargs.get('timeout')}s "
+                "(MSGCORE_RABBIT__CONNECT_TIMEOUT)"
+            )
             raise BrokerConnectionError(
-                f"Cannot connect to RabbitMQ at {url} ({type(exc).__name__}: "
-                f"{redact_url(str(exc))}). Check that RabbitMQ is running there and that the "
-                "URL's host, port, user and password are right (MSGCORE_URL).",
+                f"Cannot connect to RabbitMQ at {url} ({type(exc).__name__}: {detail}). Check "
+                "that RabbitMQ is running there and that the URL's host, port, user and "
+                "password are right (MSGCORE_URL).",
                 server=url,
             ) from exc
         # Its alternate exchange is declared only once a publish needs it (unrouted.py).
