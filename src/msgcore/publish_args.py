@@ -60,21 +60,24 @@ def check_headers(headers: Any, channel: str) -> None:
                 "replies); nothing was sent. Rename the header, or pass correlation_id= as "
                 "an argument."
             )
-        if value is None or isinstance(value, str | bool | int):
-            if not isinstance(value, str):
-                continue
+        if value is None or isinstance(value, bool | int):
+            continue
+        what = type(value).__name__
+        if isinstance(value, str):
             try:
                 value.encode()
             except UnicodeEncodeError:
-                pass
+                what = "a str with an unpaired surrogate"
             else:
                 continue
-        elif isinstance(value, float) and math.isfinite(value):
-            continue
+        elif isinstance(value, float):
+            if math.isfinite(value):
+                continue
+            what = repr(value)
         raise PayloadError(
             f"Header {name!r} for channel {channel!r} must be a str, int, finite float, "
-            f"bool or None (what every transport carries alike), got {type(value).__name__}; "
-            "nothing was sent. Encode it first, e.g. json.dumps() for structures."
+            f"bool or None (what every transport carries alike), got {what}; nothing was "
+            "sent. Encode it first, e.g. json.dumps() for structures."
         )
 
 

@@ -411,7 +411,6 @@ async def test_request_reply_through_client(
 
 # In memory a publish runs its handler inline (and TestRabbitBroker refuses a channel
 # without subscribers), so no job stays pending there.
-@pytest.mark.real_only
 async def test_wait_get_job_and_cancel_check_their_arguments(
     transport: Transport, store_url: str | None, unique: str
 ) -> None:
@@ -444,6 +443,7 @@ async def test_wait_get_job_and_cancel_check_their_arguments(
         assert done.completed == [job]
 
 
+@pytest.mark.real_only
 async def test_wait_first(transport: Transport, store_url: str | None, unique: str) -> None:
     router = Router(prefix=f"{unique}.")
 
