@@ -369,8 +369,6 @@ async def test_a_worker_with_one_slot_records_each_result_at_once(
         assert [alone_of[j.id] for j in manys] == [False] * 6
 
 
-# In memory a publish runs its handler inline (and TestRabbitBroker refuses a channel
-# without subscribers), so no job stays pending there.
 @pytest.mark.real_only
 async def test_wait_times_out_cleanly(
     transport: Transport, store_url: str | None, unique: str
@@ -443,6 +441,8 @@ async def test_wait_get_job_and_cancel_check_their_arguments(
         assert done.completed == [job]
 
 
+# In memory a publish runs its handler inline (and TestRabbitBroker refuses a channel
+# without subscribers), so no job stays pending there.
 @pytest.mark.real_only
 async def test_wait_first(transport: Transport, store_url: str | None, unique: str) -> None:
     router = Router(prefix=f"{unique}.")
