@@ -86,6 +86,9 @@ class Job:
         or ``JobTimeoutError``; ``as_type`` validates the JSON result into a type
         (``ResultTypeError`` when it does not fit).
         """
+        if self.record.status is JobStatus.DEAD:
+            # a dead job may have been replayed since this handle read it: it runs again
+            await self.refresh()
         if not self.record.done:
             await self._client.wait([self], timeout=timeout, raise_on_timeout=True)
         return self.outcome(as_type)

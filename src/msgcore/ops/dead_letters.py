@@ -11,14 +11,20 @@ server or file does not answer, with the URL's password redacted in the message.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from msgcore.exceptions import ConfigurationError
+from msgcore.naming import check_channel_name, check_group_name
 from msgcore.ops.backends import backend_for
 from msgcore.ops.jobs import DeadJobs
 from msgcore.ops.models import DeadLetter, Selection
 from msgcore.settings import Settings
+
+MAX_LIMIT = 1_000_000
+"""The most dead letters one call lists (a 64-bit SQLite LIMIT takes more; a screen not)."""
 
 __all__ = [
     "get_dead_letter",
@@ -28,9 +34,32 @@ __all__ = [
 ]
 
 
-def _ids(ids: Sequence[str] | None) -> Sequence[str] | None:
+def _ids(ids: Any) -> Sequence[str] | None:
     # one id passed bare would otherwise be taken for a sequence of characters
-    return [ids] if isinstance(ids, str) else ids
+    if ids is None:
+        return None
+    found = [ids] if isinstance(ids, str) else ids
+    if not isinstance(found, Sequence) or not all(isinstance(i, str) for i in found):
+        raise ConfigurationError(f"ids takes dead letter ids (str) or a list of them, got {ids!r}")
+    return found
+
+
+def _selection(settings: Any, channel: Any, group: Any) -> None:
+    """The arguments every function takes, checked the same way on every transport."""
+    if not isinstance(settings, Settings):
+        raise ConfigurationError(
+            f"msgcore.ops takes a msgcore.Settings (e.g. Settings() or Settings(url=...)), "
+            f"got {type(settings).__name__}"
+        )
+    if channel is not None:
+        check_channel_name(channel)
+    check_group_name(group)
+
+
+def _limit(limit: Any) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit > MAX_LIMIT:
+        raise ConfigurationError(f"limit takes an int of at most {MAX_LIMIT:,}, got {limit!r}")
+    return limit
 
 
 async def list_dead_letters(
@@ -46,7 +75,8 @@ async def list_dead_letters(
     the job store plus a named channel's ``default`` group (see ``channel_stats``), and
     the messages are held for the read and handed back, in order.
     """
-    if limit <= 0:
+    _selection(settings, channel, group)
+    if _limit(limit) <= 0:
         return []
     selection = Selection.of(None, channel=channel, group=group)
     async with backend_for(settings) as backend:
@@ -55,6 +85,8 @@ async def list_dead_letters(
 
 async def get_dead_letter(settings: Settings, dead_letter_id: str) -> DeadLetter | None:
     """The dead letter named ``dead_letter_id``; None if there is none (any more)."""
+    _selection(settings, None, None)
+    _ids(dead_letter_id if isinstance(dead_letter_id, str) else [dead_letter_id])
     async with backend_for(settings) as backend:
         return await backend.dead_letter(dead_letter_id)
 
@@ -75,6 +107,7 @@ async def replay_dead_letters(
     worker records the job again when it runs it. On RabbitMQ a dead letter whose group
     queue no longer exists is left in place and ``DeliveryError`` is raised.
     """
+    _selection(settings, channel, group)
     selection = Selection.of(_ids(ids), channel=channel, group=group)
     if selection.empty:
         return 0
@@ -99,8 +132,15 @@ async def purge_dead_letters(
     ``older_than``: only dead letters that failed more than this many seconds ago.
     Unknown ids are skipped.
     """
-    if older_than is not None and older_than < 0:
-        raise ConfigurationError(f"older_than={older_than}: a number of seconds, 0 or more.")
+    _selection(settings, channel, group)
+    if older_than is not None and (
+        not isinstance(older_than, int | float)
+        or isinstance(older_than, bool)
+        or math.isnan(older_than)
+        or older_than < 0
+    ):
+        # NaN became a NULL bound on SQLite, which matched every dead letter: all purged
+        raise ConfigurationError(f"older_than={older_than!r}: a number of seconds, 0 or more.")
     failed_before = None if older_than is None else time.time() - older_than
     selection = Selection.of(_ids(ids), channel=channel, group=group, failed_before=failed_before)
     if selection.empty:

@@ -28,6 +28,7 @@ from msgcore.adapters.redis.connection import connection_class_for
 from msgcore.adapters.redis.dead_letters import parse_record
 from msgcore.adapters.redis.envelope import Utf8BinaryMessageFormat
 from msgcore.adapters.redis.keys import ORIGIN_FIELD, ChannelKeys
+from msgcore.adapters.redis.message import ENVELOPE_HEADERS
 from msgcore.constants import HEADER_ATTEMPT
 from msgcore.exceptions import InvalidURLError, StorageError
 from msgcore.naming import REDIS_RESERVED_CHANNEL_PREFIXES, redis_dead_letter_index
@@ -70,6 +71,21 @@ def _dead_letter(channel: str, entry_id: bytes, fields: dict[bytes, bytes]) -> D
     if not record.channel:
         record = replace(record, channel=channel)
     return DeadLetter.of(record, f"{entry_id.decode()}@{channel}")
+
+
+def _shown(dead: DeadLetter) -> DeadLetter:
+    """``dead`` as a reader sees it: the envelope's own entries (correlation id, content
+    type, reply-to) are not headers, as on SQLite and RabbitMQ and as a handler sees
+    them. A replay keeps them: it re-sends the envelope as it was."""
+    if not any(key in dead.headers for key in ENVELOPE_HEADERS):
+        return dead
+    headers = {k: v for k, v in dead.headers.items() if k not in ENVELOPE_HEADERS}
+    correlation_id = dead.correlation_id or dead.headers.get("correlation_id")
+    return replace(
+        dead,
+        headers=headers,
+        correlation_id=None if correlation_id is None else str(correlation_id),
+    )
 
 
 def _order(dead: DeadLetter) -> tuple[float, int, int]:
@@ -324,7 +340,7 @@ class RedisOps(OpsBackend):
             return []
         with self._errors():
             found = [dead async for batch in self._select(selection, limit) for dead in batch]
-        return sorted(found, key=_order)[:limit]
+        return [_shown(dead) for dead in sorted(found, key=_order)[:limit]]
 
     async def _get(self, dead_letter_id: str) -> DeadLetter | None:
         parsed = _parse_id(dead_letter_id)
@@ -339,7 +355,8 @@ class RedisOps(OpsBackend):
 
     async def dead_letter(self, dead_letter_id: str) -> DeadLetter | None:
         with self._errors():
-            return await self._get(dead_letter_id)
+            found = await self._get(dead_letter_id)
+        return None if found is None else _shown(found)
 
     async def replay(self, selection: Selection, prepare: Prepare) -> int:
         if selection.empty:

@@ -22,9 +22,9 @@ from msgcore.constants import HEADER_ATTEMPT
 if TYPE_CHECKING:
     from msgcore.adapters.redis.settlement import Delivery, Settlement
 
-__all__ = ["MsgcoreStreamMessage", "MsgcoreStreamParser"]
+__all__ = ["ENVELOPE_HEADERS", "MsgcoreStreamMessage", "MsgcoreStreamParser"]
 
-_ENVELOPE_HEADERS = ("correlation_id", "content-type", "reply_to")
+ENVELOPE_HEADERS = ("correlation_id", "content-type", "reply_to")
 """What FastStream's envelope carries among the headers. The parser has read them into
 the message's own fields; handlers see only the publisher's headers, as on SQLite and
 RabbitMQ."""
@@ -91,7 +91,7 @@ class MsgcoreStreamParser(RedisStreamParser):
     async def parse_message(self, message: Mapping[str, Any]) -> StreamMessage[Mapping[str, Any]]:
         msg = await super().parse_message(message)
         headers = msg.headers
-        for key in _ENVELOPE_HEADERS:
+        for key in ENVELOPE_HEADERS:
             headers.pop(key, None)
         ids: Sequence[bytes] = message.get("message_ids") or ()
         settlement = self.settlement
