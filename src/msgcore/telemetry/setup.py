@@ -9,6 +9,7 @@ in-memory exporter (``Telemetry.spans()``), which is what tests read.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -40,7 +41,9 @@ from msgcore.telemetry.durations import (
 
 __all__ = ["JsonLinesSpanExporter", "Telemetry", "active", "setup"]
 
-_EXPORTERS = ("otlp", "console", "memory")
+_EXPORTERS = ("otlp", "console", "memory", "none")
+MEMORY_SPAN_LIMIT = 10_000
+"""Spans the in-memory exporter keeps (the latest)."""
 
 
 class JsonLinesSpanExporter(SpanExporter):
@@ -112,12 +115,43 @@ class _Active:
     current: Telemetry | None = None
 
 
+class _NoExport(SpanExporter):
+    """``OTEL_TRACES_EXPORTER=none``: spans are made (trace context still propagates)
+    and dropped."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def _check_sampler() -> None:
+    """A ratio sampler's ``OTEL_TRACES_SAMPLER_ARG`` is a number from 0 to 1: the SDK
+    takes anything else for 1.0 with a warning, so a typo traced every message."""
+    sampler = os.environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    arg = os.environ.get("OTEL_TRACES_SAMPLER_ARG")
+    if sampler not in ("traceidratio", "parentbased_traceidratio") or arg is None:
+        return
+    try:
+        rate = float(arg)
+    except ValueError:
+        rate = math.nan
+    if not 0 <= rate <= 1:
+        raise ConfigurationError(
+            f"OTEL_TRACES_SAMPLER_ARG={arg!r}: {sampler} takes the share of traces to keep, "
+            "a number from 0 to 1 (0.1: one in ten); the SDK would trace every one instead."
+        )
+
+
 def _chosen_exporter(exporter: str | SpanExporter | None) -> str | SpanExporter:
     if exporter is not None:
         return exporter
     configured = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    if configured in ("otlp", "console"):
+    if configured in ("otlp", "console", "none"):
         return configured
+    if configured:
+        raise ConfigurationError(
+            f"OTEL_TRACES_EXPORTER={configured!r} is not an exporter msgcore sets up: use "
+            "otlp, console or none (or unset it: spans are then kept in memory)."
+        )
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     ):
@@ -149,6 +183,7 @@ def setup(
     ``Client`` trace their messages (``MSGCORE_TELEMETRY__ENABLED=false`` opts out).
     """
     name = service_name or os.environ.get("OTEL_SERVICE_NAME") or "msgcore"
+    _check_sampler()
     choice = _chosen_exporter(exporter)
     resource = Resource.create({"service.name": name})
     provider = TracerProvider(resource=resource)
@@ -157,8 +192,12 @@ def setup(
         span_exporter = choice
         provider.add_span_processor(BatchSpanProcessor(span_exporter))
     elif choice == "memory":
-        span_exporter = InMemorySpanExporter()
+        # the latest spans only: setup() without an exporter in the environment picks
+        # this one, and a worker running for days must not keep every span it made
+        span_exporter = InMemorySpanExporter(max_spans=MEMORY_SPAN_LIMIT)
         provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+    elif choice == "none":
+        span_exporter = _NoExport()
     elif choice == "console":
         span_exporter = JsonLinesSpanExporter()
         provider.add_span_processor(SimpleSpanProcessor(span_exporter))
