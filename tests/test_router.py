@@ -238,3 +238,54 @@ def test_names_every_transport_carries_are_taken(tmp_path: Path) -> None:
 
     router.publisher("invoices")
     create_broker(router, settings=Settings(url=f"sqlite:///{tmp_path / 'n.db'}"))
+
+
+def test_create_broker_checks_what_it_is_given(tmp_path: Path) -> None:
+    """Bare AttributeErrors before ('transport', 'walk')."""
+    settings = Settings(url=f"sqlite:///{tmp_path / 'n.db'}")
+    router = Router()
+    for bad_settings in ("sqlite:///x.db", {"url": "sqlite:///x.db"}, Settings):
+        with pytest.raises(ConfigurationError, match=r"msgcore\.Settings"):
+            create_broker(router, settings=bad_settings)  # type: ignore[arg-type]
+    for bad_router in (None, "orders", [router]):
+        with pytest.raises(ConfigurationError, match=r"msgcore\.Router"):
+            create_broker(bad_router, settings=settings)  # type: ignore[arg-type]
+    parent = Router()
+    parent.include_router(router)
+    with pytest.raises(ConfigurationError, match="included already"):
+        parent.include_router(router)
+
+
+async def test_a_router_passed_twice_is_bound_once(tmp_path: Path) -> None:
+    """Under TestClient on RabbitMQ one publish ran its handler twice."""
+    from msgcore.testing import TestClient
+
+    router = Router()
+    seen: list[int] = []
+    out = router.publisher("orders")
+
+    @router.subscriber("orders")
+    async def handle(n: int) -> None:
+        seen.append(n)
+
+    # in memory: no server is reached under TestClient
+    rabbit = Settings(
+        url="amqp://guest:guest@127.0.0.1:5672/", store_url=f"sqlite:///{tmp_path}/s.db"
+    )
+    broker = create_broker(router, router, settings=rabbit)
+    async with TestClient(broker):
+        await out.publish(1)
+    assert seen == [1]
+
+
+def test_a_client_refuses_a_broker_of_another_transport(tmp_path: Path) -> None:
+    """Its publishes failed later with a transport's TypeError (an unexpected 'stream'
+    or 'delay' keyword)."""
+    from msgcore import Client
+
+    sqlite = Settings(url=f"sqlite:///{tmp_path / 'n.db'}")
+    broker = create_broker(Router(), settings=sqlite)
+    redis = Settings(url="redis://127.0.0.1:6379/0")
+    with pytest.raises(ConfigurationError, match="SqliteBroker.*redis transport"):
+        Client(settings=redis, broker=broker)
+    Client(settings=sqlite, broker=broker)  # its own settings: fine

@@ -10,6 +10,7 @@ from faststream import FastStream
 
 from msgcore.adapters import adapter_for
 from msgcore.adapters.base import TransportAdapter
+from msgcore.exceptions import ConfigurationError
 from msgcore.heap import freeze_startup_heap
 from msgcore.jobs.tracking import JobTracker
 from msgcore.lifecycle import with_lifecycle
@@ -70,6 +71,20 @@ def create_broker(*routers: Router, settings: Settings | None = None) -> Any:
     The return value is the transport's own broker (``SqliteBroker``, ``RedisBroker``,
     ``RabbitBroker``): use it as any FastStream broker.
     """
+    if settings is not None and not isinstance(settings, Settings):
+        raise ConfigurationError(
+            f"settings= takes a msgcore.Settings, got {type(settings).__name__}: "
+            "Settings(url=...) or None (MSGCORE_* from the environment)."
+        )
+    for router in routers:
+        if not isinstance(router, Router):
+            raise ConfigurationError(
+                f"create_broker()/create_app() take msgcore.Router objects, got "
+                f"{type(router).__name__}. Transport routers (RedisRouter, ...) belong to "
+                "one broker only: declare on a msgcore.Router."
+            )
+    # one router passed twice is bound once (its handlers ran twice under TestClient)
+    routers = tuple(dict.fromkeys(routers))
     settings = settings or Settings()
     adapter = adapter_for(settings)
     broker = adapter.broker()

@@ -453,6 +453,9 @@ class Router:
             )
         if router is self:
             raise ConfigurationError("A router cannot include itself.")
+        if any(inc.router is router for inc in self.inclusions):
+            # its handlers would be bound twice
+            raise ConfigurationError("This router is included already: include it once.")
         if not isinstance(prefix, str):
             raise ConfigurationError(f"include_router(prefix=...) takes a str, got {prefix!r}")
         self.inclusions.append(_Inclusion(router, prefix, tuple(dependencies), tuple(middlewares)))

@@ -133,6 +133,8 @@ class Client:
             update["store_url"] = store_url
         self.settings = base.model_copy(update=update) if update else base
         self._adapter = adapter_for(self.settings)
+        if broker is not None:
+            _check_broker(broker, self.settings)
         self._given_broker = broker
         self._entered = 0
         self._broker: Any = None
@@ -746,6 +748,23 @@ class Client:
 
     def __repr__(self) -> str:
         return f"Client({self.settings.safe_url!r})"
+
+
+def _check_broker(broker: Any, settings: Settings) -> None:
+    """``ConfigurationError`` when ``broker`` is not of the transport ``settings`` name:
+    the publishes failed later with a transport's bare TypeError."""
+    from faststream.rabbit import RabbitBroker
+    from faststream.redis import RedisBroker
+
+    from msgcore.sqlite import SqliteBroker
+
+    kinds = {"sqlite": SqliteBroker, "redis": RedisBroker, "rabbit": RabbitBroker}
+    if not isinstance(broker, kinds[settings.transport]):
+        raise ConfigurationError(
+            f"Client(broker=...) got a {type(broker).__name__}, but its settings name the "
+            f"{settings.transport} transport ({settings.safe_url}): pass the settings the "
+            "broker was made with (create_broker(..., settings=settings))."
+        )
 
 
 def _wait_args(jobs: Any, timeout: Any, return_when: Any) -> tuple[ReturnWhen, list[Job]]:
