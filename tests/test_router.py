@@ -286,6 +286,6 @@ def test_a_client_refuses_a_broker_of_another_transport(tmp_path: Path) -> None:
     sqlite = Settings(url=f"sqlite:///{tmp_path / 'n.db'}")
     broker = create_broker(Router(), settings=sqlite)
     redis = Settings(url="redis://127.0.0.1:6379/0")
-    with pytest.raises(ConfigurationError, match="SqliteBroker.*redis transport"):
+    with pytest.raises(ConfigurationError, match=r"SqliteBroker.*redis transport"):
         Client(settings=redis, broker=broker)
     Client(settings=sqlite, broker=broker)  # its own settings: fine
