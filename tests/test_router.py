@@ -289,3 +289,16 @@ def test_a_client_refuses_a_broker_of_another_transport(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match=r"SqliteBroker.*redis transport"):
         Client(settings=redis, broker=broker)
     Client(settings=sqlite, broker=broker)  # its own settings: fine
+
+
+def test_a_handler_taking_kwargs_is_refused_at_the_declaration() -> None:
+    """FastStream cannot fill **kwargs: every attempt failed inside it and each message
+    was dead-lettered."""
+    router = Router()
+    with pytest.raises(ConfigurationError, match=r"\*\*kwargs"):
+
+        @router.subscriber("orders")
+        async def handle(body: str, **extra: object) -> None: ...
+
+    with pytest.raises(ConfigurationError, match="decorates a function"):
+        router.subscriber("orders")("not a function")  # type: ignore[type-var]

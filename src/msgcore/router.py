@@ -7,6 +7,7 @@ wraps them afresh for every broker, so two brokers never share publishers.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -229,6 +230,22 @@ class PublisherHandle:
             raise unencodable(self.full_channel, exc) from exc
 
 
+def _check_handler(func: Any, channel: str) -> None:
+    """Refuse what FastStream cannot call: its every attempt failed inside FastStream
+    (a serializer error) and each message was dead-lettered."""
+    if not callable(func):
+        raise ConfigurationError(f"@router.subscriber({channel!r}) decorates a function")
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: FastStream will tell
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        raise ConfigurationError(
+            f"The handler of {channel!r} takes **kwargs, which FastStream cannot fill: "
+            "name the parameters (the body, then Message, Context(...) or Depends(...))."
+        )
+
+
 def _check_channel(channel: Any) -> None:
     """A channel name every transport takes: a non-empty string, as subscribers ask (an
     empty one made a stream named after the prefix on Redis, an empty routing key on
@@ -392,6 +409,7 @@ class Router:
         lock_policy = lock if isinstance(lock, LockPolicy) or lock is None else LockPolicy(lock)
 
         def decorator(func: F) -> F:
+            _check_handler(func, channel)
             decl = SubscriberDeclaration(
                 channel=channel,
                 call=func,

@@ -1070,3 +1070,15 @@ async def test_a_server_that_never_answers_fails_the_connect_in_time(tmp_path: P
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_virtual_host_that_does_not_exist_is_named(
+    rabbit_url: str, tmp_path: Path, unique: str
+) -> None:
+    """aiormq's bare InvalidFrameError ("Expected one of ['Connection.OpenOk'], got
+    <Connection.Close object at 0x...>") reached the caller of Client()."""
+    url = rabbit_url.rstrip("/") + f"/{unique}-novhost"
+    settings = Settings(url=url, store_url=f"sqlite:///{tmp_path / 'store.db'}")
+    with pytest.raises(BrokerConnectionError, match=f"virtual host '{unique}-novhost'"):
+        async with Client(settings=settings):
+            pass

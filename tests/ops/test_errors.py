@@ -69,3 +69,12 @@ async def test_a_missing_sqlite_file_is_not_created(tmp_path: Path) -> None:
         await channel_stats(settings)
     assert str(path) in str(raised.value)
     assert not path.exists()
+
+
+async def test_a_rabbitmq_virtual_host_that_does_not_exist_is_named(
+    rabbit_url: str, tmp_path: Path
+) -> None:
+    url = rabbit_url.rstrip("/") + "/msgcore-no-such-vhost"
+    settings = Settings(url=url, store_url=f"sqlite:///{tmp_path / 'store.db'}")
+    with pytest.raises(TransportUnreachableError, match="virtual host 'msgcore-no-such-vhost'"):
+        await channel_stats(settings)

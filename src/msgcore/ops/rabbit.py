@@ -37,7 +37,7 @@ from msgcore.adapters.rabbit.message import (
     user_headers,
 )
 from msgcore.adapters.rabbit.settlement import Settler, ensure_routed
-from msgcore.adapters.rabbit.topology import MAX_WAIT_MS
+from msgcore.adapters.rabbit.topology import MAX_WAIT_MS, handshake_refused
 from msgcore.constants import DEFAULT_GROUP
 from msgcore.exceptions import DeliveryError, MsgcoreError
 from msgcore.naming import (
@@ -172,6 +172,8 @@ class RabbitOps(OpsBackend):
                 "URL's host, port, user and password are right (MSGCORE_URL)."
             ) from None
         except aiormq.exceptions.AMQPError as exc:
+            if (advice := handshake_refused(self.url, exc)) is not None:
+                raise TransportUnreachableError(advice) from None
             raise DeliveryError(
                 f"RabbitMQ at {redact_url(self.url)} refused an operation: "
                 f"{type(exc).__name__}: {redact_url(str(exc))}"

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from aiormq.exceptions import AMQPConnectionError
+from aiormq.exceptions import AMQPConnectionError, AMQPError
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.publisher.producer import AioPikaFastProducerImpl
 from typing_extensions import override
 
 from msgcore.adapters.rabbit.requester import Requester
-from msgcore.adapters.rabbit.topology import WaitQueues, topic_exchange
+from msgcore.adapters.rabbit.topology import WaitQueues, handshake_refused, topic_exchange
 from msgcore.exceptions import BrokerConnectionError
 from msgcore.urls import redact_url
 
@@ -117,21 +117,32 @@ class MsgcoreRabbitBroker(RabbitBroker):
             self._connection_kwargs["heartbeat"] = heartbeat
         try:
             connection = await super()._connect()
-        except (AMQPConnectionError, ConnectionError, OSError, TimeoutError) as exc:
-            url = redact_url(str(self._connection_kwargs.get("url", "")))
-            detail = redact_url(str(exc)) or (
-                f"no answer within {self._connection_kwargs.get('timeout')}s "
-                "(MSGCORE_RABBIT__CONNECT_TIMEOUT)"
-            )
-            raise BrokerConnectionError(
-                f"Cannot connect to RabbitMQ at {url} ({type(exc).__name__}: {detail}). Check "
-                "that RabbitMQ is running there and that the URL's host, port, user and "
-                "password are right (MSGCORE_URL).",
-                server=url,
-            ) from exc
+        except AMQPError as exc:
+            raw_url = str(self._connection_kwargs.get("url", ""))
+            if (
+                isinstance(exc, AMQPConnectionError)
+                or (advice := handshake_refused(raw_url, exc)) is None
+            ):
+                raise self._unreachable(exc) from exc
+            raise BrokerConnectionError(advice, server=redact_url(raw_url)) from exc
+        except (ConnectionError, OSError, TimeoutError) as exc:
+            raise self._unreachable(exc) from exc
         # Its alternate exchange is declared only once a publish needs it (unrouted.py).
         await self.config.declarer.declare_exchange(self.msgcore_exchange)
         return connection
+
+    def _unreachable(self, exc: BaseException) -> BrokerConnectionError:
+        url = redact_url(str(self._connection_kwargs.get("url", "")))
+        detail = redact_url(str(exc)) or (
+            f"no answer within {self._connection_kwargs.get('timeout')}s "
+            "(MSGCORE_RABBIT__CONNECT_TIMEOUT)"
+        )
+        return BrokerConnectionError(
+            f"Cannot connect to RabbitMQ at {url} ({type(exc).__name__}: {detail}). Check "
+            "that RabbitMQ is running there and that the URL's host, port, user and "
+            "password are right (MSGCORE_URL).",
+            server=url,
+        )
 
     async def stop(
         self,

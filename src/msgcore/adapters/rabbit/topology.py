@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from aio_pika.abc import AbstractChannel
 from faststream.rabbit.schemas import ExchangeType, RabbitExchange
@@ -44,6 +45,7 @@ from msgcore.naming import (
     rabbit_unrouted_queue,
     rabbit_wait_queue,
 )
+from msgcore.urls import redact_url
 
 __all__ = [
     "MAX_WAIT_MS",
@@ -175,3 +177,18 @@ class WaitQueues:
             self._declared.clear()
         else:
             self._declared.pop(name, None)
+
+
+def handshake_refused(url: str, exc: BaseException) -> str | None:
+    """Advice when RabbitMQ closed the connection during its handshake (aiormq reports it
+    as an unexpected ``Connection.Close`` frame): most often the URL's virtual host does
+    not exist, or the user may not use it. None for other errors."""
+    text = str(exc)
+    if "Connection.OpenOk" not in text and "Connection.Close" not in text:
+        return None
+    vhost = urlsplit(url).path[1:] or "/"
+    return (
+        f"RabbitMQ at {redact_url(url)} closed the connection during the handshake: the "
+        f"virtual host {vhost!r} may not exist, or the user may not be allowed on it "
+        "(`rabbitmqctl list_vhosts`, `rabbitmqctl list_permissions -p <vhost>`)."
+    )
