@@ -302,3 +302,12 @@ def test_a_handler_taking_kwargs_is_refused_at_the_declaration() -> None:
 
     with pytest.raises(ConfigurationError, match="decorates a function"):
         router.subscriber("orders")("not a function")  # type: ignore[type-var]
+
+
+async def test_test_client_refuses_a_started_broker(tmp_path: Path) -> None:
+    """It patched the running broker: after the test its subscribers stayed stopped."""
+    broker = create_broker(Router(), settings=Settings(url=f"sqlite:///{tmp_path / 'n.db'}"))
+    async with broker:
+        await broker.start()
+        with pytest.raises(ConfigurationError, match="not started"):
+            TestClient(broker)

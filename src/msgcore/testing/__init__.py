@@ -24,6 +24,13 @@ def TestClient(broker_or_app: Any, **kwargs: Any) -> TestBroker[Any, Any]:
     broker = broker_or_app.broker if isinstance(broker_or_app, FastStream) else broker_or_app
     if broker is None:
         raise ConfigurationError("The app has no broker to test.")
+    if getattr(broker, "running", False):
+        # the test broker patches it: after the test its real subscribers stayed stopped
+        # (and on Redis its publisher stayed a mock)
+        raise ConfigurationError(
+            "TestClient takes a broker that is not started: build one for the test with "
+            "create_broker(...), and use a fresh one for each TestClient."
+        )
     # Importing a transport's testing module registers its test broker.
     import faststream.rabbit.testing
     import faststream.redis.testing  # noqa: F401
