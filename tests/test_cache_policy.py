@@ -4,6 +4,9 @@ message is sent (the contract suite runs the cache itself on every transport).""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +64,28 @@ async def test_client_cache_and_lock_listings_check_their_arguments(tmp_path: Pa
             with pytest.raises(ConfigurationError, match="takes a str"):
                 await client.locks(bad)  # type: ignore[arg-type]
         assert await client.cache_stats() == [] and await client.locks() == []
+
+
+def test_a_key_function_returning_a_set_keys_alike_in_every_process() -> None:
+    """A set's order follows the process's hash seed: the client and the worker keyed
+    the same payload apart (no cache hit, no lock exclusion)."""
+    code = (
+        "from msgcore import LockPolicy, Settings\n"
+        "from msgcore.cache.keys import body_value, cache_key, payload_value\n"
+        "def tags(p): return {'tags': set(p['tags']), 'nested': [frozenset(p['tags'])]}\n"
+        "p = {'tags': ['delta', 'alpha', 'charlie', 'bravo', 'echo']}\n"
+        "print(cache_key('c', '1', payload_value(p), tags))\n"
+        "lock = LockPolicy(tags).resolve('c', Settings(url='sqlite:///x.db'))\n"
+        'print(lock.lock_key(body_value(b\'{"tags": ["z", "y", "x", "w"]}\', None)))\n'
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in range(1, 6)
+    }
+    assert len(outputs) == 1, outputs

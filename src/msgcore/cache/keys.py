@@ -26,7 +26,7 @@ import pydantic_core
 
 from msgcore.exceptions import CacheKeyError
 
-__all__ = ["body_value", "cache_key", "canonical_json", "payload_value"]
+__all__ = ["body_value", "cache_key", "canonical_json", "key_data", "payload_value"]
 
 _MAX_EXACT_INT = 2**53
 
@@ -41,6 +41,27 @@ def _normal(value: Any) -> Any:
         return {str(k): _normal(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_normal(v) for v in value]
+    return value
+
+
+def key_data(value: Any) -> Any:
+    """What a key function returned, as JSON data the same in every process.
+
+    No ``str()`` fallback: an object without a JSON form gives its address, a key that
+    differs per process and per call (it raises instead). Sets are sorted: their order
+    follows the process's hash seed, so a set of strings keyed differently in the client
+    and the worker."""
+    return pydantic_core.to_jsonable_python(_sets_sorted(value))
+
+
+def _sets_sorted(value: Any) -> Any:
+    if isinstance(value, set | frozenset):
+        items = [_sets_sorted(v) for v in value]
+        return sorted(items, key=lambda v: canonical_json(pydantic_core.to_jsonable_python(v)))
+    if isinstance(value, dict):
+        return {k: _sets_sorted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_sets_sorted(v) for v in value]
     return value
 
 
@@ -81,9 +102,7 @@ def cache_key(
     kind, data = value
     if key is not None:
         try:
-            # no str() fallback: an object without a JSON form gives its address, a key
-            # that differs per process and per call
-            kind, data = "key", pydantic_core.to_jsonable_python(key(data))
+            kind, data = "key", key_data(key(data))
         except Exception as exc:
             name = getattr(key, "__qualname__", repr(key))
             raise CacheKeyError(

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import pydantic_core
-
-from msgcore.cache.keys import canonical_json
+from msgcore.cache.keys import canonical_json, key_data
 from msgcore.exceptions import ConfigurationError, LockKeyError
 from msgcore.timespans import seconds
 
@@ -117,9 +115,9 @@ class ChannelLock:
 
     def _find(self, kind: str, data: Any) -> Any:
         if callable(self.key):
-            # no str() fallback: an object without a JSON form gives its address, and
-            # every message would lock a key of its own
-            return pydantic_core.to_jsonable_python(self.key(data))
+            # the cache's rule: JSON data the same in every process (no str() fallback,
+            # which gave every message a key of its own; sets sorted)
+            return key_data(self.key(data))
         node = data
         for part in self.key.split("."):
             if kind != "json" or not isinstance(node, dict) or part not in node:
