@@ -15,7 +15,7 @@ from msgcore.heap import freeze_startup_heap
 from msgcore.jobs.tracking import JobTracker
 from msgcore.lifecycle import with_lifecycle
 from msgcore.logs import show_in_service
-from msgcore.naming import check_channel_name, check_group_name
+from msgcore.naming import check_channel_name
 from msgcore.router import PublisherHandle, Router
 from msgcore.settings import Settings
 from msgcore.telemetry.instrument import channel_names, instrument, watch_queue_depth
@@ -128,7 +128,6 @@ def create_broker(*routers: Router, settings: Settings | None = None) -> Any:
                 publishers.append(natives[handle])
             channel = f"{node.prefix}{decl.channel}"
             check_channel_name(channel)
-            check_group_name(decl.group)
             subscribed.append(channel)
             subscriber = adapter.subscribe(node.native, decl, channel)
             if tracker is not None:

@@ -18,6 +18,7 @@ from pydantic_core import PydanticSerializationError
 from msgcore.cache.policy import CachePolicy
 from msgcore.exceptions import BrokerConnectionError, ConfigurationError, PayloadError
 from msgcore.locks.policy import LockPolicy
+from msgcore.naming import check_group_name
 from msgcore.publish_args import (
     check_delay,
     check_headers,
@@ -246,15 +247,16 @@ def _check_handler(func: Any, channel: str) -> None:
         )
 
 
-def _check_channel(channel: Any) -> None:
-    """A channel name every transport takes: a non-empty string, as subscribers ask (an
-    empty one made a stream named after the prefix on Redis, an empty routing key on
-    RabbitMQ, and an error on SQLite). The one check for ``router.publisher`` and the
-    client's publishers alike."""
+def _check_channel(
+    channel: Any, who: str = "A publisher", example: str = "router.publisher('invoices')"
+) -> None:
+    """A channel given at all: a non-empty string (an empty one made a stream named after
+    the prefix on Redis, an empty routing key on RabbitMQ, and an error on SQLite). The
+    one check for subscribers, ``router.publisher`` and the client's publishers; the
+    name's characters are checked once it has its prefixes (``check_channel_name``)."""
     if not isinstance(channel, str) or not channel:
         raise ConfigurationError(
-            "A publisher needs a channel: a non-empty string such as "
-            f"router.publisher('invoices'), got {channel!r}."
+            f"{who} needs a channel: a non-empty string such as {example}, got {channel!r}."
         )
 
 
@@ -361,13 +363,10 @@ class Router:
                 payload field name (``"customer_id"``), a ``key(payload)`` function, or a
                 ``LockPolicy`` with scope, wait and lease: see docs/locks.md.
         """
-        if not isinstance(channel, str) or not channel:
-            raise ConfigurationError(
-                f"A subscriber needs a channel, a non-empty str: @router.subscriber('orders'), "
-                f"got {channel!r}"
-            )
-        if group is not None and (not isinstance(group, str) or not group):
-            raise ConfigurationError(f"group must be a non-empty str or None, got {group!r}")
+        _check_channel(channel, "A subscriber", "@router.subscriber('orders')")
+        # a group's name does not depend on where the router is included: checked here,
+        # whole (channels get their prefixes when the router is bound)
+        check_group_name(group)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigurationError(
                 f"retry takes a msgcore.RetryPolicy, got {type(retry).__name__}: "
