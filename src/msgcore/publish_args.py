@@ -23,6 +23,8 @@ __all__ = [
     "check_headers",
     "check_not_before",
     "check_priority",
+    "check_publish",
+    "check_request",
     "check_timeout",
 ]
 
@@ -124,3 +126,24 @@ def check_timeout(timeout: Any) -> None:
             f"timeout={timeout!r}: a timeout is a number of seconds above 0 (None: "
             "MSGCORE_REQUEST_TIMEOUT); nothing was sent."
         )
+
+
+def check_publish(
+    channel: str,
+    headers: Any = None,
+    delay: Any = None,
+    priority: Any = None,
+    not_before: Any = None,
+) -> None:
+    """Everything a publish or submit takes beside its payload (the common case, none
+    of it given, costs one comparison)."""
+    if headers is not None or delay is not None or priority is not None:
+        check_headers(headers, channel)
+        check_delay(delay)
+        check_priority(priority)
+    check_not_before(not_before)
+
+
+def check_request(channel: str, headers: Any = None, timeout: Any = None) -> None:
+    check_headers(headers, channel)
+    check_timeout(timeout)

@@ -19,13 +19,7 @@ from msgcore.cache.policy import CachePolicy
 from msgcore.exceptions import BrokerConnectionError, ConfigurationError, PayloadError
 from msgcore.locks.policy import LockPolicy
 from msgcore.naming import check_group_name
-from msgcore.publish_args import (
-    check_delay,
-    check_headers,
-    check_not_before,
-    check_priority,
-    check_timeout,
-)
+from msgcore.publish_args import check_headers, check_publish, check_request
 from msgcore.retry import RetryPolicy
 from msgcore.timespans import seconds
 from msgcore.urls import redact_url
@@ -148,11 +142,7 @@ class PublisherHandle:
         Raises ``BrokerConnectionError`` when the broker cannot be reached or the
         connection drops during the publish; ``PayloadError`` or ``ConfigurationError``
         for a payload, header, delay or priority no transport takes alike."""
-        if headers is not None or delay is not None or priority is not None:
-            check_headers(headers, self.full_channel)
-            check_delay(delay)
-            check_priority(priority)
-        check_not_before(not_before)
+        check_publish(self.full_channel, headers, delay, priority, not_before)
         await self._publish(
             message,
             headers=headers,
@@ -201,8 +191,7 @@ class PublisherHandle:
 
         ``timeout`` defaults to ``Settings.request_timeout`` (30 s) on every transport.
         """
-        check_headers(headers, self.full_channel)
-        check_timeout(timeout)
+        check_request(self.full_channel, headers, timeout)
         return await self._request(
             message, headers=headers, correlation_id=correlation_id, timeout=timeout
         )

@@ -42,7 +42,7 @@ from msgcore.jobs.progress import WaitProgress
 from msgcore.jobs.tracking import worker_id
 from msgcore.locks.lock import HeldLock, acquire
 from msgcore.naming import check_channel_name
-from msgcore.publish_args import check_delay, check_headers, check_priority, check_timeout
+from msgcore.publish_args import check_publish, check_request
 from msgcore.router import PublisherHandle, Router, unencodable
 from msgcore.settings import Settings, transport_of
 from msgcore.store import JobRecord, Store, store_for
@@ -307,9 +307,7 @@ class Client:
         publisher = self._publisher(channel)
         # the caller's arguments, before any record exists: the publishes below add
         # msgcore's own headers and skip the publisher's checks
-        check_headers(headers, channel)
-        check_delay(delay)
-        check_priority(priority)
+        check_publish(channel, headers, delay, priority)
         now = time.time()
         records = [
             new_record(job_id or new_message_id(), channel, created_at=now) for _, job_id in items
@@ -734,8 +732,7 @@ class Client:
         is stored). Raises ``RequestTimeoutError`` after ``timeout`` (default
         ``MSGCORE_REQUEST_TIMEOUT``). On a cached channel a cached result is returned
         without publishing (``cache=False``: ask the handler anyway)."""
-        check_headers(headers, channel)
-        check_timeout(timeout)
+        check_request(channel, headers, timeout)
         if not cache:
             headers = {**(headers or {}), HEADER_CACHE_BYPASS: "1"}
         elif self.settings.cache.enabled and (policy := await self._cache_policy(channel)):
