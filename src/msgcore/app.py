@@ -17,7 +17,7 @@ from msgcore.lifecycle import with_lifecycle
 from msgcore.logs import show_in_service
 from msgcore.naming import check_channel_name
 from msgcore.router import PublisherHandle, Router
-from msgcore.settings import Settings
+from msgcore.settings import Settings, check_settings
 from msgcore.telemetry.instrument import channel_names, instrument, watch_queue_depth
 from msgcore.telemetry.setup import active
 
@@ -71,11 +71,8 @@ def create_broker(*routers: Router, settings: Settings | None = None) -> Any:
     The return value is the transport's own broker (``SqliteBroker``, ``RedisBroker``,
     ``RabbitBroker``): use it as any FastStream broker.
     """
-    if settings is not None and not isinstance(settings, Settings):
-        raise ConfigurationError(
-            f"settings= takes a msgcore.Settings, got {type(settings).__name__}: "
-            "Settings(url=...) or None (MSGCORE_* from the environment)."
-        )
+    if settings is not None:
+        check_settings(settings, "create_broker(settings=...)")
     for router in routers:
         if not isinstance(router, Router):
             raise ConfigurationError(

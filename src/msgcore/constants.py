@@ -83,3 +83,8 @@ LOCKS_TABLE: Final = "msgcore_locks"
 REDIS_LOCK_KEY: Final = "_lock:"
 DEFAULT_LOCK_WAIT_SECONDS: Final = 30.0
 DEFAULT_LOCK_LEASE_SECONDS: Final = 60.0
+
+MAX_LIMIT: Final = 1_000_000
+"""The most records one listing returns (``ops.list_dead_letters``, the CLI's ``--limit``):
+more would not fit a store's integer types (SQLite raises OverflowError, Redis refuses the
+command), nor a screen."""

@@ -23,7 +23,7 @@ from msgcore.constants import (
     DEFAULT_LOCK_WAIT_SECONDS,
     DEFAULT_RESULT_TTL_SECONDS,
 )
-from msgcore.exceptions import InvalidURLError, SettingsError
+from msgcore.exceptions import ConfigurationError, InvalidURLError, SettingsError
 from msgcore.timespans import LONGEST
 from msgcore.urls import redact_url
 
@@ -262,17 +262,33 @@ class Settings(BaseSettings):
                 yield key, value
 
 
+def first_problem(exc: ValidationError) -> tuple[list[str], str]:
+    """Where pydantic's first error is (the field path) and what it says, with how many
+    more there are; the rejected value is left out (it may hold a password)."""
+    problems = exc.errors(include_url=False, include_input=False)
+    first = problems[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return [str(part) for part in first["loc"]], f"{first['msg']}{more}"
+
+
+def check_settings(value: Any, where: str) -> None:
+    """``ConfigurationError`` unless ``value`` is a ``Settings`` (a str or dict failed
+    later as a bare AttributeError)."""
+    if not isinstance(value, Settings):
+        raise ConfigurationError(
+            f"{where} takes a msgcore.Settings, e.g. Settings() (MSGCORE_* from the "
+            f"environment) or Settings(url=...), got {type(value).__name__}"
+        )
+
+
 def describe_invalid(exc: ValidationError) -> str:
     """The first bad setting, by its field and environment variable, with pydantic's
     reason and what to do; the value itself is left out (it may hold a password)."""
-    problems = exc.errors(include_url=False, include_input=False)
-    first = problems[0]
-    path = [str(part) for part in first["loc"]]
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    path, problem = first_problem(exc)
     if not path:  # a rule across settings
-        return f"invalid MSGCORE_* settings: {first['msg']}{more}"
+        return f"invalid MSGCORE_* settings: {problem}"
     variable = "MSGCORE_" + "__".join(part.upper() for part in path)
     return (
-        f"invalid setting {'.'.join(path)} ({variable}): {first['msg']}{more}; "
+        f"invalid setting {'.'.join(path)} ({variable}): {problem}; "
         "fix the argument or the environment variable (docs/declare-once.md, 'Settings')"
     )

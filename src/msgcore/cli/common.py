@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from msgcore.constants import MAX_LIMIT
 from msgcore.exceptions import ConfigurationError, MsgcoreError, StorageError
 from msgcore.settings import Settings, transport_of
 from msgcore.urls import parse_sqlite_url, redact_url
@@ -56,9 +57,6 @@ EXIT_UNAVAILABLE = 3
 EXIT_TIMEOUT = 4
 """Not finished (or no reply) within the timeout; the job itself goes on."""
 
-MAX_LIMIT = 1_000_000
-"""The most ``--limit`` lists: more would not fit a store's integer types (SQLite raises
-OverflowError, Redis refuses the command), nor a screen."""
 
 CONNECT_TIMEOUT = 10.0
 """Seconds a command waits for the transport and the store to answer at connect: a host

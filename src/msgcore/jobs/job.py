@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from msgcore.exceptions import JobCancelledError, JobFailed, JobNotFoundError, ResultTypeError
 from msgcore.jobs.codec import decode_result
+from msgcore.settings import first_problem
 from msgcore.store import JobRecord, JobStatus
 
 if TYPE_CHECKING:
@@ -21,11 +22,8 @@ T = TypeVar("T")
 
 
 def _first_problem(exc: ValidationError) -> str:
-    problems = exc.errors(include_url=False, include_input=False)
-    first = problems[0]
-    where = ".".join(str(part) for part in first["loc"])
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    return f"{where + ': ' if where else ''}{first['msg']}{more}"
+    path, problem = first_problem(exc)
+    return f"{'.'.join(path) + ': ' if path else ''}{problem}"
 
 
 class ReturnWhen(enum.StrEnum):

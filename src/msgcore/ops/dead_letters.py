@@ -16,15 +16,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from msgcore.constants import MAX_LIMIT
 from msgcore.exceptions import ConfigurationError
 from msgcore.naming import check_channel_name, check_group_name
 from msgcore.ops.backends import backend_for
 from msgcore.ops.jobs import DeadJobs
 from msgcore.ops.models import DeadLetter, Selection
-from msgcore.settings import Settings
-
-MAX_LIMIT = 1_000_000
-"""The most dead letters one call lists (a 64-bit SQLite LIMIT takes more; a screen not)."""
+from msgcore.settings import Settings, check_settings
 
 __all__ = [
     "get_dead_letter",
@@ -46,11 +44,7 @@ def _ids(ids: Any) -> Sequence[str] | None:
 
 def _selection(settings: Any, channel: Any, group: Any) -> None:
     """The arguments every function takes, checked the same way on every transport."""
-    if not isinstance(settings, Settings):
-        raise ConfigurationError(
-            f"msgcore.ops takes a msgcore.Settings (e.g. Settings() or Settings(url=...)), "
-            f"got {type(settings).__name__}"
-        )
+    check_settings(settings, "msgcore.ops")
     if channel is not None:
         check_channel_name(channel)
     check_group_name(group)

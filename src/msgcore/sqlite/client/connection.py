@@ -462,12 +462,7 @@ class SqliteClient(QueueTransport):
                 continue
             self._after_commit()
             for (_, fut), res in zip(batch, results, strict=True):
-                if fut.done():
-                    continue
-                if isinstance(res, BaseException):
-                    fut.set_exception(res)
-                else:
-                    fut.set_result(res)
+                _settle(fut, res)
 
     async def _one_by_one(
         self, batch: list[tuple[_WriteOp, asyncio.Future[Any]]], heavy_ops: set[_WriteOp]
@@ -482,7 +477,8 @@ class SqliteClient(QueueTransport):
                 )
             except Exception as exc:
                 self._touched.clear()
-                fut.set_exception(exc)
+                if not fut.done():  # its caller may have given up meanwhile
+                    fut.set_exception(exc)
                 continue
             except BaseException:
                 self._touched.clear()
@@ -490,10 +486,7 @@ class SqliteClient(QueueTransport):
                     rest.cancel()
                 raise
             self._after_commit()
-            if isinstance(result, BaseException):
-                fut.set_exception(result)
-            else:
-                fut.set_result(result)
+            _settle(fut, result)
 
     # -- publishing ----------------------------------------------------------------
 
@@ -672,6 +665,17 @@ class SqliteClient(QueueTransport):
         return int(
             await self._run(lambda c: c.execute(q.QUEUE_DEPTH, (queue, group, group)).fetchone()[0])
         )
+
+
+def _settle(fut: asyncio.Future[Any], result: Any) -> None:
+    """A committed write's future: its result, or the error its op returned (an op
+    returns one, rather than raising it, not to roll back the writes beside it)."""
+    if fut.done():
+        return
+    if isinstance(result, BaseException):
+        fut.set_exception(result)
+    else:
+        fut.set_result(result)
 
 
 def _one_write_failed(exc: BaseException) -> bool:
